@@ -1,0 +1,3 @@
+"""Parameter-efficient fine-tuning of Segment Anything models in napari."""
+
+__version__ = "0.1.0"

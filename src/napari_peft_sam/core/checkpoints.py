@@ -1,0 +1,235 @@
+"""Run folders: adapter files, the JSON run card, and export for micro-sam users.
+
+A run folder holds ``adapter_best.pt`` / ``adapter_latest.pt`` (only the
+tensors that trained, loaded with ``weights_only=True``), ``card.json`` (what
+is needed to rebuild and reproduce the run) and, once training has run,
+``events.jsonl``. Every file is written atomically: a temporary file in the
+same folder, flushed to disk, then renamed over the target, so a crash or a
+full disk leaves the previous version intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from torch import nn
+
+from .errors import UserError
+from .methods import apply_method, config_from_dict, get_method, trainable_state
+from .methods.base import MethodConfig
+from .models import ARCHITECTURES, BaseModelInfo, file_hash, load_base_model
+
+CARD = "card.json"
+CARD_FORMAT = "napari-peft-sam/run-card"
+
+
+def adapter_path(run_dir: str | os.PathLike, tag: str = "best") -> Path:
+    return Path(run_dir) / f"adapter_{tag}.pt"
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Write ``path`` through ``write(file)`` so readers see old or new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
+    text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
+    return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> Path:
+    cpu = {k: v.detach().to("cpu").clone() for k, v in tensors.items()}
+    return atomic_write(path, lambda f: torch.save(cpu, f))
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Adapter file {path} does not exist.")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in (
+        "napari-peft-sam",
+        "torch",
+        "micro_sam",
+        "segment-anything-py",
+        "numpy",
+    ):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def microsam_load_recipe(info: BaseModelInfo, cfg: MethodConfig) -> dict[str, Any]:
+    """The ``peft_kwargs`` (module as class name) micro-sam needs for this run."""
+    if info.architecture not in ("vit_b", "vit_l", "vit_h"):
+        return {}
+    depth = ARCHITECTURES[info.architecture].depth
+    spec = get_method(cfg.method)
+    if spec.microsam_kwargs is None:
+        return {}
+    recipe: dict[str, Any] = {
+        "model_type": info.architecture,
+        "peft_kwargs": spec.microsam_kwargs(cfg, depth) or None,
+    }
+    if info.image_size != 1024:
+        recipe["image_size"] = info.image_size
+    return recipe
+
+
+def make_card(
+    info: BaseModelInfo, cfg: MethodConfig, model: nn.Module, **extra: Any
+) -> dict[str, Any]:
+    """A run card: everything needed to rebuild the model and reproduce the run."""
+    from .methods import count_trainable
+
+    return {
+        "format": CARD_FORMAT,
+        "version": 1,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "base_model": info.to_dict(),
+        "method": cfg.to_dict(),
+        "effective_lora_scale": cfg.effective_scale(),
+        "trainable_parameters": count_trainable(model),
+        "micro_sam": microsam_load_recipe(info, cfg),
+        "packages": package_versions(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        **extra,
+    }
+
+
+def save_run(
+    run_dir: str | os.PathLike,
+    model: nn.Module,
+    info: BaseModelInfo,
+    cfg: MethodConfig,
+    tags: tuple[str, ...] = ("best", "latest"),
+    **card_extra: Any,
+) -> Path:
+    """Write adapter file(s) and the card of a model made by ``apply_method``."""
+    run_dir = Path(run_dir)
+    state = trainable_state(model)
+    for tag in tags:
+        save_tensors(adapter_path(run_dir, tag), state)
+    write_card(run_dir, make_card(info, cfg, model, **card_extra))
+    return run_dir
+
+
+def write_card(run_dir: str | os.PathLike, card: dict[str, Any]) -> Path:
+    return atomic_write_json(Path(run_dir) / CARD, card)
+
+
+def read_card(run_dir: str | os.PathLike) -> dict[str, Any]:
+    path = Path(run_dir) / CARD
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a run folder: it has no {CARD}.")
+    try:
+        card = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path} is not valid JSON ({error.msg}).") from None
+    if card.get("format") != CARD_FORMAT:
+        raise UserError(f"{path} is not a napari-peft-sam run card.")
+    return card
+
+
+def load_run(
+    run_dir: str | os.PathLike, tag: str = "best", device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the fine-tuned model of a run folder: base + method + adapter."""
+    card = read_card(run_dir)
+    base = card["base_model"]
+    checkpoint = base["checkpoint"] if base["source"] == "checkpoint" else None
+    sam, info = load_base_model(
+        base["name"], checkpoint=checkpoint, image_size=base["image_size"]
+    )
+    if base.get("hash") and info.hash != base["hash"]:
+        raise UserError(
+            f"The weights of base model {base['name']!r} differ from those this "
+            f"run was trained on ({info.checkpoint}); restore the original file."
+        )
+    cfg = config_from_dict(card["method"])
+    apply_method(sam, cfg)
+    load_adapter_into(sam, adapter_path(run_dir, tag))
+    return sam.to(device).eval(), card
+
+
+def load_adapter_into(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load an adapter file; its tensors must be exactly the model's trainable ones."""
+    tensors = load_tensors(path)
+    expected = set(trainable_state(model))
+    if set(tensors) != expected:
+        missing = sorted(expected - set(tensors))
+        extra = sorted(set(tensors) - expected)
+        raise UserError(
+            f"Adapter {path} does not match this model's method (missing "
+            f"{missing[:1] or 'nothing'}, unexpected {extra[:1] or 'nothing'})."
+        )
+    model.load_state_dict(tensors, strict=False)
+
+
+def export_run(
+    run_dir: str | os.PathLike, fmt: str, out: str | os.PathLike, tag: str = "best"
+) -> dict[str, Any]:
+    """Export a run for micro-sam users; returns how to load the file.
+
+    ``micro-sam``: the full state dict under micro-sam's PEFT module names,
+    loaded with ``get_sam_model(model_type, checkpoint_path, peft_kwargs)``.
+    ``merged``: the update folded into plain SAM weights (every method whose
+    update is linear in the weights), loaded with no PEFT code at all.
+    """
+    sam, card = load_run(run_dir, tag)
+    cfg = config_from_dict(card["method"])
+    info = BaseModelInfo(**card["base_model"])
+    spec = get_method(cfg.method)
+    if fmt == "merged":
+        if spec.merge is None:
+            raise UserError(
+                f"{cfg.title} cannot be merged into plain SAM weights (its adapter "
+                "is not linear in them); export with --format micro-sam instead."
+            )
+        spec.merge(sam, cfg)
+        state = sam.state_dict()
+        recipe = {"model_type": info.architecture, "peft_kwargs": None}
+        if info.image_size != 1024:
+            recipe["image_size"] = info.image_size
+    elif fmt == "micro-sam":
+        recipe = microsam_load_recipe(info, cfg)
+        if not recipe:
+            raise UserError(
+                f"micro-sam cannot rebuild a {info.architecture} model with "
+                f"{cfg.title}; export with --format merged instead."
+            )
+        state = spec.microsam_state(sam.state_dict(), cfg)
+    else:
+        raise UserError(f"Unknown export format {fmt!r}; use micro-sam or merged.")
+    out = save_tensors(out, state)
+    recipe = {**recipe, "checkpoint_path": str(out), "hash": file_hash(out)}
+    atomic_write_json(out.with_name(out.name + ".json"), recipe)
+    return recipe

@@ -1,0 +1,32 @@
+"""Shared pieces of the selective methods, which unfreeze existing tensors.
+
+They add no new modules, so a trained model is already a plain SAM: merging
+is a no-op and micro-sam loads their weights with or without ``peft_kwargs``.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .base import MethodConfig
+
+
+def no_merge_needed(sam: nn.Module, cfg: MethodConfig) -> None:
+    """Selective methods train the base tensors in place: nothing to fold."""
+
+
+def unfreeze_blocks(sam: nn.Module, cfg: MethodConfig, surgery: type) -> None:
+    """Apply micro-sam's ``SelectiveSurgery`` subclass to the chosen blocks."""
+    blocks = sam.image_encoder.blocks
+    for i in cfg.blocks_for(len(blocks)):
+        surgery(block=blocks[i])
+
+
+def surgery_kwargs(name: str):
+    def kwargs(cfg: MethodConfig, depth: int) -> dict:
+        return {
+            "peft_module": name,
+            "attention_layers_to_update": cfg.blocks_for(depth),
+        }
+
+    return kwargs
