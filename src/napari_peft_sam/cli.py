@@ -117,8 +117,72 @@ class ExportCommand(Command):
         return 0
 
 
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data-source flags shared by data, train and evaluate."""
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--dataset",
+        help="sample data (nuclei, organoids) or a benchmark (orgasegment, livecell, "
+        "covid_if, mitolab_glycolytic_muscle, platy_cilia)",
+    )
+    group.add_argument(
+        "--images", nargs="+", help="image folder(s), glob(s) or file(s)"
+    )
+    group.add_argument(
+        "--labels", nargs="+", help="label folder(s), glob(s) or file(s)"
+    )
+    group.add_argument("--image-key", help="dataset inside zarr/hdf5 image files")
+    group.add_argument("--label-key", help="dataset inside zarr/hdf5 label files")
+    group.add_argument(
+        "--stack", action="store_true", help="treat 3D arrays as stacks of 2D planes"
+    )
+    group.add_argument("--split", default="train", choices=["train", "val", "test"])
+
+
+def dataset_from_args(args: argparse.Namespace):
+    from napari_peft_sam.core.data import load_dataset
+    from napari_peft_sam.core.errors import UserError
+
+    if (args.dataset is None) == (args.images is None and args.labels is None):
+        raise UserError("Pass either --dataset NAME or both --images and --labels.")
+    return load_dataset(
+        args.dataset,
+        args.images,
+        args.labels,
+        args.image_key,
+        args.label_key,
+        args.stack,
+        args.split,
+    )
+
+
+class DataCommand(Command):
+    name = "data"
+    help = "Check a dataset and summarise it (images, objects, sizes)."
+
+    def add_arguments(self, parser):
+        add_data_arguments(parser)
+        parser.add_argument("--json", action="store_true", help="print JSON")
+
+    def run(self, args):
+        dataset = dataset_from_args(args)
+        sizes = sorted({s.labels.shape for s in dataset})
+        summary = {
+            "source": dataset.source,
+            "images": len(dataset),
+            "objects": dataset.n_objects,
+            "sizes": [list(size) for size in sizes],
+        }
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            print(dataset.describe())
+            print("sizes: " + ", ".join("x".join(map(str, s)) for s in sizes))
+        return 0
+
+
 COMMANDS: dict[str, type[Command]] = {
-    c.name: c for c in (MethodsCommand, ModelsCommand, ExportCommand)
+    c.name: c for c in (MethodsCommand, ModelsCommand, DataCommand, ExportCommand)
 }
 
 
