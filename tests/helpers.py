@@ -22,7 +22,7 @@ def sam_forward(sam, image: torch.Tensor, point=None, multimask=True):
     return masks, iou
 
 
-def make_image(size: int, seed: int = 0) -> torch.Tensor:
+def make_image(size: int = 256, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(1, 3, size, size, generator=g) * 255
 

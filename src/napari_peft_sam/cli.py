@@ -181,8 +181,156 @@ class DataCommand(Command):
         return 0
 
 
+def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model", required=required, help="base model name (see `models`)"
+    )
+    group.add_argument(
+        "--checkpoint", help="custom weights for the model's architecture"
+    )
+    group.add_argument(
+        "--image-size", type=int, help="model input size (default: the model's)"
+    )
+
+
+def parse_sets(pairs: list[str] | None) -> dict[str, str]:
+    from napari_peft_sam.core.errors import ConfigError
+
+    values = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set takes KEY=VALUE, got {pair!r}.")
+        values[key.strip()] = value.strip()
+    return values
+
+
+class TrainCommand(Command):
+    name = "train"
+    help = "Fine-tune a base model with a PEFT method into a run folder."
+
+    def add_arguments(self, parser):
+        from napari_peft_sam.core.config import TrainConfig
+
+        add_data_arguments(parser)
+        add_model_arguments(parser)
+        d = TrainConfig()
+        group = parser.add_argument_group("method and training")
+        group.add_argument(
+            "--method", required=True, help="PEFT method (see `methods`)"
+        )
+        group.add_argument(
+            "--set",
+            action="append",
+            metavar="KEY=VALUE",
+            help="method hyperparameter, e.g. --set rank=32 --set alpha=4",
+        )
+        group.add_argument("--lr", type=float, default=d.lr)
+        group.add_argument("--iterations", type=int, default=d.iterations)
+        group.add_argument("--batch-size", type=int, default=d.batch_size)
+        group.add_argument(
+            "--n-objects",
+            type=int,
+            default=d.n_objects,
+            help="objects per image and iteration (the main memory knob)",
+        )
+        group.add_argument("--sub-iterations", type=int, default=d.n_sub_iterations)
+        group.add_argument(
+            "--patch-size", type=int, help="training patch (default: model input)"
+        )
+        group.add_argument("--val-fraction", type=float, default=0.2)
+        group.add_argument("--val-interval", type=int, default=d.val_interval)
+        group.add_argument(
+            "--early-stopping", type=int, help="validation rounds without improvement"
+        )
+        group.add_argument(
+            "--scheduler", choices=["plateau", "cosine", "none"], default=d.scheduler
+        )
+        group.add_argument("--warmup", type=int, default=d.warmup)
+        group.add_argument("--weight-decay", type=float, default=d.weight_decay)
+        group.add_argument("--seed", type=int, default=d.seed)
+        group.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+        group.add_argument(
+            "--precision", choices=["auto", "float32", "bfloat16"], default="auto"
+        )
+        group.add_argument("--grad-checkpointing", action="store_true")
+        group.add_argument(
+            "--checkpoint-interval", type=int, default=d.checkpoint_interval
+        )
+        parser.add_argument("--out", required=True, help="run folder to create")
+        parser.add_argument(
+            "--resume", action="store_true", help="continue the run in --out"
+        )
+
+    def run(self, args):
+        from napari_peft_sam.core.config import (
+            DataSpec,
+            ModelSpec,
+            RunConfig,
+            TrainConfig,
+        )
+        from napari_peft_sam.core.methods import make_config
+        from napari_peft_sam.core.training import train
+
+        if (args.dataset is None) == (args.images is None and args.labels is None):
+            from napari_peft_sam.core.errors import UserError
+
+            raise UserError("Pass either --dataset NAME or both --images and --labels.")
+        config = RunConfig(
+            data=DataSpec(
+                args.dataset,
+                args.images,
+                args.labels,
+                args.image_key,
+                args.label_key,
+                args.stack,
+                args.val_fraction,
+                args.seed,
+            ),
+            model=ModelSpec(args.model, args.checkpoint, args.image_size),
+            method=make_config(args.method, parse_sets(args.set)),
+            train=TrainConfig(
+                lr=args.lr,
+                iterations=args.iterations,
+                batch_size=args.batch_size,
+                n_objects=args.n_objects,
+                n_sub_iterations=args.sub_iterations,
+                patch_size=args.patch_size,
+                val_interval=args.val_interval,
+                early_stopping=args.early_stopping,
+                scheduler=args.scheduler,
+                warmup=args.warmup,
+                weight_decay=args.weight_decay,
+                seed=args.seed,
+                device=args.device,
+                precision=args.precision,
+                grad_checkpointing=args.grad_checkpointing,
+                checkpoint_interval=args.checkpoint_interval,
+            ),
+        )
+        from napari_peft_sam._progress import ProgressPrinter
+
+        printer = ProgressPrinter(sys.stdout)
+        events = train(config, args.out, resume=args.resume)
+        while True:
+            try:
+                printer.show(next(events))
+            except StopIteration as stop:
+                result = stop.value
+                break
+        printer.close()
+        best = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"
+        print(
+            f"{result.reason} after {result.steps} steps in {result.train_time_s:.1f} s; "
+            f"best validation loss {best}; run folder {result.run_dir}"
+        )
+        return 0
+
+
 COMMANDS: dict[str, type[Command]] = {
-    c.name: c for c in (MethodsCommand, ModelsCommand, DataCommand, ExportCommand)
+    c.name: c
+    for c in (MethodsCommand, ModelsCommand, DataCommand, TrainCommand, ExportCommand)
 }
 
 

@@ -88,8 +88,8 @@ def test_freeze_switches_freeze_decoder_and_prompt_encoder(method):
 @pytest.mark.parametrize("method", RUNNABLE)
 def test_forward_and_backward(method):
     sam = adapted(method)
-    masks, iou = sam_forward(sam, make_image(128))
-    assert masks.shape == (1, 3, 32, 32) and iou.shape == (1, 3)
+    masks, iou = sam_forward(sam, make_image(256))
+    assert masks.shape == (1, 3, 64, 64) and iou.shape == (1, 3)
     (masks.mean() + iou.mean()).backward()
     for name, p in sam.named_parameters():
         if not p.requires_grad:
@@ -105,7 +105,7 @@ def test_forward_and_backward(method):
 def test_zero_init_methods_leave_the_output_unchanged(method):
     base, _ = load_base_model("tiny")
     sam = adapted(method)
-    image = make_image(128)
+    image = make_image(256)
     with torch.no_grad():
         expected, _ = sam_forward(base, image)
         got, _ = sam_forward(sam.eval(), image)
@@ -119,7 +119,7 @@ def test_save_and_reload_give_identical_outputs(method, tmp_path):
     path = save_tensors(tmp_path / "adapter.pt", trainable_state(sam))
     fresh = adapted(method).eval()
     load_adapter_into(fresh, path)
-    image = make_image(128)
+    image = make_image(256)
     with torch.no_grad():
         torch.testing.assert_close(sam_forward(fresh, image), sam_forward(sam, image))
     # only trained tensors are stored, never the frozen base

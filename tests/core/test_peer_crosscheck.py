@@ -31,7 +31,7 @@ def _ours_and_microsam(alpha, targets=("q", "v")):
 
 def test_lora_alpha_1_equals_microsam_lorasurgery():
     _, ours, theirs = _ours_and_microsam(alpha=1.0, targets=("q", "k", "v"))
-    x = ours.preprocess(make_image(128))
+    x = ours.preprocess(make_image(256))
     with torch.no_grad():
         torch.testing.assert_close(
             ours.image_encoder(x), theirs.image_encoder(x), rtol=0, atol=1e-6
@@ -40,7 +40,7 @@ def test_lora_alpha_1_equals_microsam_lorasurgery():
 
 def test_lora_alpha_4_is_exactly_four_times_the_update():
     _, ours, theirs = _ours_and_microsam(alpha=4.0)
-    x = torch.randn(1, 8, 8, 32)
+    x = torch.randn(1, 16, 16, 32)
     ours_qkv, theirs_qkv = (
         ours.image_encoder.blocks[0].attn.qkv,
         theirs.image_encoder.blocks[0].attn.qkv,

@@ -48,15 +48,15 @@ ARCHITECTURES = {
     "vit_b": Architecture("vit_b", 768, 12, 12, (2, 5, 8, 11)),
     "vit_l": Architecture("vit_l", 1024, 24, 16, (5, 11, 17, 23)),
     "vit_h": Architecture("vit_h", 1280, 32, 16, (7, 15, 23, 31)),
-    # Random weights, for tests: a training step on a CPU takes milliseconds.
+    # Random weights, for tests: a training step on a CPU takes well under a second.
     "tiny": Architecture(
         "tiny",
         32,
         4,
         2,
         (1, 3),
-        image_size=128,
-        window_size=4,
+        image_size=256,
+        window_size=8,
         prompt_dim=32,
         decoder_mlp_dim=64,
         decoder_heads=2,

@@ -1,0 +1,176 @@
+"""The study's metrics in memory: single point, single box, ip, ib (and ais, amg).
+
+Each metric is a mean segmentation accuracy (see ``core.metrics``). Prompts
+are derived from the ground truth as micro-sam's evaluation derives them:
+the first point of an object is its centre (the pixel farthest from its
+boundary), the box its bounding box; every further iteration adds one positive
+and one negative corrective point per object (``core.prompts``, micro-sam's
+``IterativePromptGenerator``), and ip / ib report the state after the last of
+8 iterations. Corrective points are drawn at random, like micro-sam's, so ip
+and ib differ from micro-sam's run by sampling noise only; the first
+iteration (single point, single box) is deterministic.
+
+Every image is embedded once per model; all prompt metrics reuse it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import metrics as m
+from .data import Dataset
+from .events import ProgressEvent
+from .inference import Segmenter, masks_to_segmentation
+from .prompts import corrective_points
+
+PROMPT_METRICS = ("single point", "single box", "ip", "ib")
+ALL_METRICS = ("ais", "amg", *PROMPT_METRICS)
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float | None]
+    per_image: dict[str, list[float]] = field(default_factory=dict)
+    sa50: dict[str, float] = field(default_factory=dict)
+    sa75: dict[str, float] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+    kind: str = "evaluation"
+
+    def to_dict(self) -> dict:
+        return {
+            "metrics": self.metrics,
+            "per_image": self.per_image,
+            "sa50": self.sa50,
+            "sa75": self.sa75,
+            "missing": self.missing,
+        }
+
+
+def gt_prompts(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Object ids, centre points (x, y) and boxes (x0, y0, x1, y1) from labels."""
+    from micro_sam.util import get_centers_and_bounding_boxes
+
+    ids = np.unique(labels)[1:]
+    centers, boxes = get_centers_and_bounding_boxes(labels.astype(np.int64))
+    points = np.array([centers[i][::-1] for i in ids], dtype=np.float32).reshape(-1, 2)
+    bbox = np.array([boxes[i] for i in ids], dtype=np.float32).reshape(-1, 4)[
+        :, [1, 0, 3, 2]
+    ]
+    return ids, points, bbox
+
+
+def iterative_prompting(
+    segmenter: Segmenter,
+    image: np.ndarray,
+    labels: np.ndarray,
+    start_with_box: bool,
+    n_iterations: int = 8,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> list[np.ndarray]:
+    """Instance segmentations after each of ``n_iterations`` prompting rounds."""
+    ids, centers, boxes = gt_prompts(labels)
+    shape = labels.shape
+    if len(ids) == 0:
+        return [np.zeros(shape, np.int32)] * n_iterations
+    emb = segmenter.embed(image)
+    device = segmenter.device
+    gen = torch.Generator(device).manual_seed(seed)
+    truth_all = torch.from_numpy(labels).to(device)
+    outputs = [[] for _ in range(n_iterations)]
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start : start + batch_size]
+        truth = truth_all[None] == torch.from_numpy(chunk).to(device)[:, None, None]
+        if start_with_box:
+            points = labels_ = None
+            box = torch.from_numpy(boxes[start : start + batch_size])
+        else:
+            points = torch.from_numpy(centers[start : start + batch_size])[:, None]
+            labels_ = torch.ones(points.shape[:2], dtype=torch.int64)
+            box = None
+        logits = None
+        for it in range(n_iterations):
+            masks, logits = segmenter.predict(
+                emb,
+                points,
+                labels_,
+                box,
+                None,
+                multimask=(it == 0 and not start_with_box),
+            )
+            outputs[it].append(masks.cpu().numpy())
+            if it == n_iterations - 1:
+                break
+            new_points, new_labels = corrective_points(truth, masks, gen)
+            new_points, new_labels = new_points.cpu().float(), new_labels.cpu()
+            points = (
+                new_points if points is None else torch.cat([points, new_points], 1)
+            )
+            labels_ = (
+                new_labels if labels_ is None else torch.cat([labels_, new_labels], 1)
+            )
+    return [masks_to_segmentation(np.concatenate(o), shape) for o in outputs]
+
+
+def evaluate(
+    segmenter: Segmenter,
+    dataset: Dataset,
+    metrics: Sequence[str] = PROMPT_METRICS,
+    n_iterations: int = 8,
+    seed: int = 0,
+) -> Generator[ProgressEvent, None, EvalResult]:
+    """Compute ``metrics`` over ``dataset``; yields progress, returns the result."""
+    unknown = set(metrics) - set(ALL_METRICS)
+    if unknown:
+        from .errors import UserError
+
+        raise UserError(
+            f"Unknown metric {sorted(unknown)[0]!r}; choose from {', '.join(ALL_METRICS)}."
+        )
+    per_image: dict[str, list[dict]] = {name: [] for name in metrics}
+    missing = {}
+    for name in ("ais", "amg"):
+        if name in metrics:
+            missing[name] = (
+                f"{name} is not computed by this version of the evaluation engine"
+            )
+    for k, sample in enumerate(dataset):
+        for start_with_box, first, last in (
+            (False, "single point", "ip"),
+            (True, "single box", "ib"),
+        ):
+            if first not in metrics and last not in metrics:
+                continue
+            rounds = n_iterations if last in metrics else 1
+            segs = iterative_prompting(
+                segmenter, sample.image, sample.labels, start_with_box, rounds, seed + k
+            )
+            if first in metrics:
+                per_image[first].append(m.summary(segs[0], sample.labels))
+            if last in metrics:
+                per_image[last].append(m.summary(segs[-1], sample.labels))
+        yield ProgressEvent(k + 1, len(dataset), sample.name)
+    result = EvalResult(metrics={}, missing=missing)
+    for name in metrics:
+        rows = per_image[name]
+        if name in missing or not rows:
+            result.metrics[name] = None
+            continue
+        result.metrics[name] = float(np.mean([r["msa"] for r in rows]))
+        result.per_image[name] = [r["msa"] for r in rows]
+        result.sa50[name] = float(np.mean([r["sa50"] for r in rows]))
+        result.sa75[name] = float(np.mean([r["sa75"] for r in rows]))
+    return result
+
+
+def run_to_end(generator):
+    """Drain an event generator and return its result (for scripts and tests)."""
+    while True:
+        try:
+            next(generator)
+        except StopIteration as stop:
+            return stop.value

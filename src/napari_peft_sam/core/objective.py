@@ -1,0 +1,155 @@
+"""micro-sam's interactive training objective (``SamTrainer``), batched over objects.
+
+Per image up to ``n_objects`` instances; even iterations start from one
+positive point (multimask output), odd ones from a distorted box; then
+``n_sub_iterations`` decoder passes, each after the first adding one positive
+and one negative corrective point per object and, with probability
+``mask_prob``, the previous best low-resolution logits as mask input. The loss
+of each pass is the Dice loss of the best of the 1 or 3 masks plus the MSE
+between predicted and true IoU; the loss is their mean over passes and images.
+The image encoder runs once per iteration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from . import prompts
+
+
+@dataclass
+class Prompts:
+    points: torch.Tensor | None = None  # (n, k, 2) x, y in model input pixels
+    labels: torch.Tensor | None = None  # (n, k)
+    boxes: torch.Tensor | None = None  # (n, 4)
+    masks: torch.Tensor | None = None  # (n, 1, h/4, w/4) low-res logits
+
+    def add_points(self, points: torch.Tensor, labels: torch.Tensor) -> None:
+        if self.points is None:
+            self.points, self.labels = points, labels
+        else:
+            self.points = torch.cat([self.points, points], dim=1)
+            self.labels = torch.cat([self.labels, labels], dim=1)
+
+
+def encode(sam, images: torch.Tensor, grad_checkpointing: bool = False) -> torch.Tensor:
+    """Image embeddings of preprocessed images, optionally checkpointing each block."""
+    encoder = sam.image_encoder
+    x = encoder.patch_embed(images)
+    if encoder.pos_embed is not None:
+        x = x + encoder.pos_embed
+    for block in encoder.blocks:
+        if grad_checkpointing and torch.is_grad_enabled():
+            x = checkpoint(block, x, use_reentrant=False)
+        else:
+            x = block(x)
+    return encoder.neck(x.permute(0, 3, 1, 2))
+
+
+def to_model_input(sam, patches: torch.Tensor) -> torch.Tensor:
+    """(B, P, P, 3) float 0..255 -> normalised (B, 3, S, S) at the model's size."""
+    x = patches.permute(0, 3, 1, 2)
+    size = sam.image_encoder.img_size
+    if x.shape[-1] != size:
+        x = F.interpolate(
+            x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
+    return (x - sam.pixel_mean) / sam.pixel_std
+
+
+def decode(sam, embedding: torch.Tensor, p: Prompts, multimask: bool):
+    """Low-res mask logits (n, m, h, w) and predicted IoU (n, m) for one image."""
+    points = None if p.points is None else (p.points.float(), p.labels)
+    sparse, dense = sam.prompt_encoder(points=points, boxes=p.boxes, masks=p.masks)
+    return sam.mask_decoder(
+        image_embeddings=embedding,
+        image_pe=sam.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=multimask,
+    )
+
+
+def dice_loss(
+    probs: torch.Tensor, truth: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
+    """torch_em's Dice loss per (object, mask): 1 - 2|p t| / (|p|^2 + |t|^2)."""
+    dims = (-2, -1)
+    numerator = (probs * truth).sum(dims)
+    denominator = (probs * probs).sum(dims) + (truth * truth).sum(dims)
+    return 1 - 2 * numerator / denominator.clamp(min=eps)
+
+
+def mask_losses(low_res, iou_pred, truth):
+    """(dice of the best mask, IoU MSE, upsampled logits) for one decoder pass."""
+    logits = F.interpolate(
+        low_res, size=truth.shape[-2:], mode="bilinear", align_corners=False
+    )
+    probs = torch.sigmoid(logits)
+    target = truth[:, None].float()
+    dice = dice_loss(probs, target).amin(dim=1).mean()
+    with torch.no_grad():
+        hard = probs > 0.5
+        inter = (hard & truth[:, None]).sum((-2, -1))
+        union = (hard | truth[:, None]).sum((-2, -1))
+        true_iou = inter / (union + 1e-7)
+    return dice, F.mse_loss(iou_pred, true_iou), logits
+
+
+@dataclass
+class Losses:
+    loss: torch.Tensor
+    mask: torch.Tensor
+    iou: torch.Tensor
+
+
+def initial_prompts(
+    truth, use_box: bool, scale: float, box_distortion: float, gen
+) -> Prompts:
+    if use_box:
+        boxes = prompts.distort_boxes(
+            prompts.boxes_from_masks(truth), box_distortion, truth.shape[1:], gen
+        )
+        return Prompts(boxes=boxes * scale)
+    points = prompts.random_pixel(truth, gen)[:, None] * scale
+    labels = torch.ones(points.shape[:2], dtype=torch.int64, device=truth.device)
+    return Prompts(points=points, labels=labels)
+
+
+def iterative_loss(
+    sam,
+    embedding: torch.Tensor,
+    truth: torch.Tensor,
+    use_box: bool,
+    n_sub_iterations: int,
+    mask_prob: float,
+    box_distortion: float,
+    gen: torch.Generator | None,
+    coin: torch.Generator,
+) -> Losses:
+    """The objective for one image's embedding and its (n, P, P) object masks."""
+    scale = sam.image_encoder.img_size / truth.shape[-1]
+    p = initial_prompts(truth, use_box, scale, box_distortion, gen)
+    mask_total = iou_total = 0.0
+    for i in range(n_sub_iterations):
+        low_res, iou_pred = decode(
+            sam, embedding, p, multimask=(i == 0 and not use_box)
+        )
+        dice, iou_mse, logits = mask_losses(low_res, iou_pred, truth)
+        mask_total, iou_total = mask_total + dice, iou_total + iou_mse
+        if i == n_sub_iterations - 1:
+            break
+        with torch.no_grad():
+            best = iou_pred.argmax(dim=1)
+            rows = torch.arange(len(best), device=best.device)
+            predicted = logits[rows, best] > 0
+            points, labels = prompts.corrective_points(truth, predicted, gen)
+            p.add_points(points * scale, labels)
+            use_mask = torch.rand((), generator=coin).item() < mask_prob
+            p.masks = low_res[rows, best][:, None].detach() if use_mask else None
+    mask_loss, iou_loss = mask_total / n_sub_iterations, iou_total / n_sub_iterations
+    return Losses(mask_loss + iou_loss, mask_loss, iou_loss)

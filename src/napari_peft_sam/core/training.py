@@ -1,0 +1,436 @@
+"""The training engine: a generator of events with cooperative stop and exact resume.
+
+``train(config, run_dir)`` yields StepEvent / ValidationEvent / CheckpointEvent
+and returns a TrainResult. Every event is also appended to
+``run_dir/events.jsonl``. A stop token checked before every step ends the run
+with a consistent checkpoint. ``resume=True`` continues from
+``adapter_latest.pt`` + ``state.pt`` (optimizer, schedule, every random
+generator), so on the CPU a resumed run reproduces an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Generator
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoints as ckpt
+from .config import RunConfig
+from .data import Dataset, PatchSampler, load_dataset
+from .errors import UserError
+from .events import (
+    CheckpointEvent,
+    Event,
+    StepEvent,
+    StopFlag,
+    TrainResult,
+    ValidationEvent,
+)
+from .methods import apply_method, trainable_state
+from .models import load_base_model
+from .objective import encode, iterative_loss, to_model_input
+
+STATE = "state.pt"
+EVENTS = "events.jsonl"
+
+
+class TrainingError(UserError):
+    """Training cannot go on (out of memory, a diverging loss, a full disk)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("CUDA was asked for but no GPU is available; use --device cpu.")
+    return torch.device(name)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bfloat16 autocast on CUDA; float32 on the CPU (bf16 there is ~40x slower)."""
+    if precision == "float32" or device.type != "cuda":
+        return None
+    return torch.bfloat16
+
+
+class LRSchedule:
+    """Linear warm-up, then ReduceLROnPlateau (as the study) or cosine decay."""
+
+    def __init__(self, cfg, total: int) -> None:
+        self.cfg, self.total = cfg, total
+        self.plateau_scale, self.best, self.bad_rounds = 1.0, math.inf, 0
+
+    def lr(self, step: int) -> float:
+        cfg = self.cfg
+        warm = min(1.0, step / cfg.warmup) if cfg.warmup else 1.0
+        if cfg.scheduler == "cosine":
+            span = max(1, self.total - cfg.warmup)
+            progress = min(1.0, max(0, step - cfg.warmup) / span)
+            return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * progress))
+        return cfg.lr * warm * self.plateau_scale
+
+    def observe(self, metric: float) -> None:
+        if self.cfg.scheduler != "plateau":
+            return
+        if metric < self.best:
+            self.best, self.bad_rounds = metric, 0
+        else:
+            self.bad_rounds += 1
+            if self.bad_rounds > self.cfg.plateau_patience:
+                self.plateau_scale *= self.cfg.plateau_factor
+                self.bad_rounds = 0
+
+    def state_dict(self) -> dict:
+        return {
+            "plateau_scale": self.plateau_scale,
+            "best": self.best,
+            "bad_rounds": self.bad_rounds,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.plateau_scale, self.best = state["plateau_scale"], state["best"]
+        self.bad_rounds = state["bad_rounds"]
+
+
+def split_data(config: RunConfig, dataset: Dataset | None) -> tuple[Dataset, Dataset]:
+    spec = config.data
+    if dataset is None:
+        dataset = load_dataset(
+            spec.dataset,
+            spec.images,
+            spec.labels,
+            spec.image_key,
+            spec.label_key,
+            spec.stack,
+        )
+    return dataset.split(spec.val_fraction, spec.split_seed)
+
+
+class Trainer:
+    """The state of one run: model, optimizer, data, generators."""
+
+    def __init__(
+        self, config: RunConfig, run_dir: Path, dataset: Dataset | None
+    ) -> None:
+        cfg = self.cfg = config.train
+        self.config, self.run_dir = config, run_dir
+        self.device = resolve_device(cfg.device)
+        self.amp = autocast_dtype(cfg.precision, self.device)
+        torch.manual_seed(cfg.seed)
+        self.train_set, self.val_set = split_data(config, dataset)
+        sam, self.info = load_base_model(
+            config.model.name, config.model.checkpoint, config.model.image_size
+        )
+        self.model = apply_method(sam, config.method).to(self.device).train()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            params,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            fused=self.device.type == "cuda",
+        )
+        self.schedule = LRSchedule(cfg, cfg.iterations)
+        self.patch = cfg.patch_size or self.model.image_encoder.img_size
+        self.sampler = PatchSampler(
+            self.train_set, self.patch, cfg.min_objects, cfg.n_objects, seed=cfg.seed
+        )
+        self.gen = torch.Generator(self.device).manual_seed(cfg.seed)
+        self.coin = torch.Generator().manual_seed(cfg.seed + 1)
+        self.val_batches = self._validation_patches()
+        self.step, self.best = 0, math.inf
+
+    def _validation_patches(self):
+        sampler = PatchSampler(
+            self.val_set, self.patch, 1, self.cfg.n_objects, seed=12345
+        )
+        return [sampler.sample() for _ in range(self.cfg.val_patches)]
+
+    def _batch(self):
+        patches = [self.sampler.sample() for _ in range(self.cfg.batch_size)]
+        images = torch.from_numpy(np.stack([p.image for p in patches])).to(self.device)
+        labels = [torch.from_numpy(p.labels).to(self.device) for p in patches]
+        return images, labels
+
+    def _loss(self, images, labels, use_box: bool, n_sub: int, mask_prob: float):
+        from .prompts import one_hot_objects
+
+        with torch.autocast(
+            self.device.type, dtype=self.amp, enabled=self.amp is not None
+        ):
+            embeddings = encode(
+                self.model,
+                to_model_input(self.model, images),
+                self.cfg.grad_checkpointing,
+            )
+            parts = [
+                iterative_loss(
+                    self.model,
+                    embeddings[b : b + 1],
+                    one_hot_objects(labels[b], self.cfg.n_objects, self.coin),
+                    use_box,
+                    n_sub,
+                    mask_prob,
+                    self.cfg.box_distortion,
+                    self.gen,
+                    self.coin,
+                )
+                for b in range(len(labels))
+            ]
+        n = len(parts)
+        return (
+            sum(p.loss for p in parts) / n,
+            sum(p.mask for p in parts) / n,
+            sum(p.iou for p in parts) / n,
+        )
+
+    def train_step(self) -> tuple[float, float, float]:
+        self.step += 1
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.schedule.lr(self.step)
+        images, labels = self._batch()
+        loss, mask, iou = self._loss(
+            images,
+            labels,
+            use_box=self.step % 2 == 0,
+            n_sub=self.cfg.n_sub_iterations,
+            mask_prob=self.cfg.mask_prob,
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        values = (loss.item(), float(mask.detach()), float(iou.detach()))
+        if not math.isfinite(values[0]):
+            raise TrainingError(
+                f"The loss became {values[0]} at step {self.step}; lower the learning "
+                "rate (the last good checkpoint is kept)."
+            )
+        self.optimizer.step()
+        return values
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Dice + IoU loss of single point and box prompts on fixed validation patches."""
+        self.model.eval()
+        gen = torch.Generator(self.device).manual_seed(0)
+        coin = torch.Generator().manual_seed(0)
+        totals = {"point": [], "box": []}
+        try:
+            for patch in self.val_batches:
+                images = torch.from_numpy(patch.image[None]).to(self.device)
+                labels = torch.from_numpy(patch.labels).to(self.device)
+                for use_box, key in ((False, "point"), (True, "box")):
+                    with torch.autocast(
+                        self.device.type, dtype=self.amp, enabled=self.amp is not None
+                    ):
+                        emb = encode(self.model, to_model_input(self.model, images))
+                        losses = iterative_loss(
+                            self.model,
+                            emb,
+                            labels[None]
+                            == torch.arange(
+                                1, int(labels.max()) + 1, device=self.device
+                            )[:, None, None],
+                            use_box,
+                            1,
+                            0.0,
+                            0.0,
+                            gen,
+                            coin,
+                        )
+                    totals[key].append(float(losses.loss))
+        finally:
+            self.model.train()
+        point, box = float(np.mean(totals["point"])), float(np.mean(totals["box"]))
+        return {
+            "val_loss": (point + box) / 2,
+            "val_point_loss": point,
+            "val_box_loss": box,
+        }
+
+    # -- checkpoint state -------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "best": self.best,
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "gen": self.gen.get_state(),
+            "coin": self.coin.get_state(),
+            "sampler": json.dumps(self.sampler.rng.bit_generator.state),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.best = state["step"], state["best"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["torch_rng"])
+        self.gen.set_state(state["gen"])
+        self.coin.set_state(state["coin"])
+        self.sampler.rng.bit_generator.state = json.loads(state["sampler"])
+
+
+def _save(trainer: Trainer, tag: str) -> Path:
+    try:
+        path = ckpt.save_tensors(
+            ckpt.adapter_path(trainer.run_dir, tag), trainable_state(trainer.model)
+        )
+        if tag == "latest":
+            ckpt.atomic_write(
+                trainer.run_dir / STATE, lambda f: torch.save(trainer.state_dict(), f)
+            )
+    except OSError as error:
+        raise TrainingError(
+            f"Saving the checkpoint failed ({error.strerror or error}); free disk space "
+            "and resume (the previous checkpoint is intact)."
+        ) from None
+    return path
+
+
+def _peak_memory_mb(device: torch.device) -> float | None:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _write_card(trainer: Trainer, status: str, **extra) -> None:
+    ckpt.write_card(
+        trainer.run_dir,
+        ckpt.make_card(
+            trainer.info,
+            trainer.config.method,
+            trainer.model,
+            run_config=trainer.config.to_dict(),
+            status=status,
+            steps=trainer.step,
+            data={
+                "source": trainer.train_set.source,
+                "train_images": len(trainer.train_set),
+                "val_images": len(trainer.val_set),
+            },
+            **extra,
+        ),
+    )
+
+
+def train(
+    config: RunConfig,
+    run_dir: str | Path,
+    stop: StopFlag | None = None,
+    resume: bool = False,
+    dataset: Dataset | None = None,
+) -> Generator[Event, None, TrainResult]:
+    """Train ``config`` into ``run_dir``; yields events, returns a TrainResult."""
+    run_dir = Path(run_dir)
+    if not resume and (run_dir / ckpt.CARD).exists():
+        raise UserError(
+            f"{run_dir} already holds a run; pass --resume or choose a new folder."
+        )
+    if resume and not (run_dir / STATE).exists():
+        raise UserError(f"{run_dir} has no checkpoint to resume from.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(config, run_dir, dataset)
+    if resume:
+        ckpt.load_adapter_into(trainer.model, ckpt.adapter_path(run_dir, "latest"))
+        trainer.load_state_dict(torch.load(run_dir / STATE, weights_only=True))
+    log = open(run_dir / EVENTS, "a")  # noqa: SIM115  (closed in finally)
+
+    def emit(event):
+        log.write(json.dumps(asdict(event)) + "\n")
+        log.flush()
+        return event
+
+    cfg, started = trainer.cfg, time.perf_counter()
+    total = cfg.iterations
+    first_step, stopped, reason, bad_rounds = trainer.step, False, "finished", 0
+    _write_card(trainer, "running")
+    try:
+        while trainer.step < total:
+            if stop is not None and stop.is_set():
+                stopped, reason = True, "stopped"
+                break
+            loss, mask, iou = _guard(trainer.train_step)
+            done = trainer.step - first_step
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            yield emit(
+                StepEvent(
+                    trainer.step,
+                    total,
+                    loss,
+                    mask,
+                    iou,
+                    trainer.optimizer.param_groups[0]["lr"],
+                    rate,
+                    (total - trainer.step) / max(rate, 1e-9),
+                )
+            )
+            if trainer.step % cfg.val_interval == 0 or trainer.step == total:
+                metrics = trainer.validate()
+                trainer.schedule.observe(metrics["val_loss"])
+                improved = metrics["val_loss"] < trainer.best
+                if improved:
+                    trainer.best, bad_rounds = metrics["val_loss"], 0
+                    yield emit(
+                        CheckpointEvent(
+                            trainer.step, str(_save(trainer, "best")), "best"
+                        )
+                    )
+                else:
+                    bad_rounds += 1
+                yield emit(ValidationEvent(trainer.step, metrics, improved))
+                if cfg.early_stopping and bad_rounds >= cfg.early_stopping:
+                    reason = "early stopping"
+                    break
+            if trainer.step % cfg.checkpoint_interval == 0:
+                yield emit(
+                    CheckpointEvent(
+                        trainer.step, str(_save(trainer, "latest")), "latest"
+                    )
+                )
+        if trainer.step % cfg.checkpoint_interval or trainer.step == first_step:
+            yield emit(
+                CheckpointEvent(trainer.step, str(_save(trainer, "latest")), "latest")
+            )
+        if not ckpt.adapter_path(run_dir, "best").exists():
+            _save(trainer, "best")
+        result = TrainResult(
+            str(run_dir),
+            trainer.step,
+            stopped,
+            None if math.isinf(trainer.best) else trainer.best,
+            time.perf_counter() - started,
+            _peak_memory_mb(trainer.device),
+            reason,
+        )
+        _write_card(
+            trainer,
+            reason,
+            train_time_s=result.train_time_s,
+            peak_memory_mb=result.peak_memory_mb,
+            best_val_loss=result.best_metric,
+        )
+        emit(result)
+        return result
+    finally:
+        log.close()
+
+
+def _guard(step):
+    """Run one step, turning out-of-memory into one actionable sentence."""
+    try:
+        return step()
+    except torch.OutOfMemoryError:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise TrainingError(
+            "The GPU ran out of memory; use fewer objects per image (--n-objects), a "
+            "smaller patch, --grad-checkpointing or QLoRA (the last checkpoint is kept)."
+        ) from None
