@@ -136,24 +136,38 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--stack", action="store_true", help="treat 3D arrays as stacks of 2D planes"
     )
-    group.add_argument("--split", default="train", choices=["train", "val", "test"])
+    group.add_argument("--seed", type=int, default=0, help="split (and training) seed")
+    group.add_argument(
+        "--split",
+        choices=["train", "val", "test", "all"],
+        help="benchmarks: their split; own data and sample data: the held-out part "
+        "(val, the default for evaluate) or all",
+    )
 
 
-def dataset_from_args(args: argparse.Namespace):
+def dataset_from_args(args: argparse.Namespace, default_split: str = "all"):
     from napari_peft_sam.core.data import load_dataset
     from napari_peft_sam.core.errors import UserError
 
     if (args.dataset is None) == (args.images is None and args.labels is None):
         raise UserError("Pass either --dataset NAME or both --images and --labels.")
-    return load_dataset(
+    from napari_peft_sam.core.benchmarks import BENCHMARKS
+
+    split = args.split or default_split
+    if args.dataset in BENCHMARKS:
+        return load_dataset(args.dataset, split="test" if split == "all" else split)
+    dataset = load_dataset(
         args.dataset,
         args.images,
         args.labels,
         args.image_key,
         args.label_key,
         args.stack,
-        args.split,
     )
+    if split == "all":
+        return dataset
+    train, val = dataset.split(getattr(args, "val_fraction", 0.2), args.seed)
+    return {"train": train, "val": val, "test": val}[split]
 
 
 class DataCommand(Command):
@@ -249,7 +263,6 @@ class TrainCommand(Command):
         )
         group.add_argument("--warmup", type=int, default=d.warmup)
         group.add_argument("--weight-decay", type=float, default=d.weight_decay)
-        group.add_argument("--seed", type=int, default=d.seed)
         group.add_argument("--device", default=d.device, help="auto, cpu or cuda")
         group.add_argument(
             "--precision", choices=["auto", "float32", "bfloat16"], default="auto"
@@ -328,9 +341,84 @@ class TrainCommand(Command):
         return 0
 
 
+class EvaluateCommand(Command):
+    name = "evaluate"
+    help = "Compute the study's metrics for a base model or a run on a dataset."
+
+    def add_arguments(self, parser):
+        from napari_peft_sam.core.evaluation import ALL_METRICS
+
+        source = parser.add_argument_group("what to evaluate")
+        source.add_argument("--run", help="a run folder (its best adapter)")
+        source.add_argument("--tag", default="best", choices=["best", "latest"])
+        add_model_arguments(parser, required=False)
+        add_data_arguments(parser)
+        parser.add_argument(
+            "--metrics",
+            default="single point,single box,ip,ib",
+            help=f"comma-separated, from: {', '.join(ALL_METRICS)}",
+        )
+        parser.add_argument("--iterations", type=int, default=8, help="ip/ib rounds")
+        parser.add_argument("--device", default="auto")
+        parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+    def run(self, args):
+        from napari_peft_sam.core.errors import UserError
+        from napari_peft_sam.core.evaluation import evaluate_model
+
+        if (args.run is None) == (args.model is None):
+            raise UserError("Pass either --run RUN_DIR or --model NAME.")
+        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+        dataset = dataset_from_args(args, default_split="val")
+        from napari_peft_sam._progress import ProgressPrinter
+
+        printer = ProgressPrinter(sys.stderr)
+        events = evaluate_model(
+            dataset,
+            metrics,
+            run_dir=args.run,
+            tag=args.tag,
+            model=args.model,
+            checkpoint=args.checkpoint,
+            image_size=args.image_size,
+            device=args.device,
+            n_iterations=args.iterations,
+        )
+        while True:
+            try:
+                printer.show(next(events))
+            except StopIteration as stop:
+                result = stop.value
+                break
+        for name, reason in result.missing.items():
+            print(f"{name}: missing ({reason})", file=sys.stderr)
+        if args.json:
+            print(json.dumps(result.metrics))
+        else:
+            print(f"{dataset.describe()}")
+            for name, value in result.metrics.items():
+                text = "missing" if value is None else f"{value:.4f}"
+                extra = (
+                    ""
+                    if value is None
+                    else (
+                        f"  (SA50 {result.sa50[name]:.3f}, SA75 {result.sa75[name]:.3f})"
+                    )
+                )
+                print(f"  {name:<13} {text}{extra}")
+        return 0
+
+
 COMMANDS: dict[str, type[Command]] = {
     c.name: c
-    for c in (MethodsCommand, ModelsCommand, DataCommand, TrainCommand, ExportCommand)
+    for c in (
+        MethodsCommand,
+        ModelsCommand,
+        DataCommand,
+        TrainCommand,
+        EvaluateCommand,
+        ExportCommand,
+    )
 }
 
 

@@ -116,6 +116,32 @@ def iterative_prompting(
     return [masks_to_segmentation(np.concatenate(o), shape) for o in outputs]
 
 
+def amg_segmentation(
+    segmenter: Segmenter, image: np.ndarray, **generate_kwargs
+) -> np.ndarray:
+    """SAM's automatic mask generation (micro-sam's, default settings) on our embedding."""
+    from micro_sam.instance_segmentation import AutomaticMaskGenerator
+    from segment_anything import SamPredictor
+
+    emb = segmenter.embed(image)
+    generator = AutomaticMaskGenerator(SamPredictor(segmenter.sam))
+    generator.initialize(
+        np.clip(image, 0, 255).astype(np.uint8),
+        image_embeddings={
+            "features": emb.features,
+            "input_size": emb.input_size,
+            "original_size": emb.original_size,
+        },
+    )
+    segmentation = generator.generate(**generate_kwargs)
+    if (
+        not isinstance(segmentation, np.ndarray)
+        or segmentation.shape != image.shape[:2]
+    ):
+        return np.zeros(image.shape[:2], np.int32)  # no mask passed the filters
+    return segmentation.astype(np.int32)
+
+
 def evaluate(
     segmenter: Segmenter,
     dataset: Dataset,
@@ -133,11 +159,11 @@ def evaluate(
         )
     per_image: dict[str, list[dict]] = {name: [] for name in metrics}
     missing = {}
-    for name in ("ais", "amg"):
-        if name in metrics:
-            missing[name] = (
-                f"{name} is not computed by this version of the evaluation engine"
-            )
+    if "ais" in metrics:
+        missing["ais"] = (
+            "the model has no instance-segmentation decoder (joint decoder training "
+            "is not available yet)"
+        )
     for k, sample in enumerate(dataset):
         for start_with_box, first, last in (
             (False, "single point", "ip"),
@@ -153,6 +179,10 @@ def evaluate(
                 per_image[first].append(m.summary(segs[0], sample.labels))
             if last in metrics:
                 per_image[last].append(m.summary(segs[-1], sample.labels))
+        if "amg" in metrics:
+            per_image["amg"].append(
+                m.summary(amg_segmentation(segmenter, sample.image), sample.labels)
+            )
         yield ProgressEvent(k + 1, len(dataset), sample.name)
     result = EvalResult(metrics={}, missing=missing)
     for name in metrics:
@@ -174,3 +204,44 @@ def run_to_end(generator):
             next(generator)
         except StopIteration as stop:
             return stop.value
+
+
+def evaluate_model(
+    dataset: Dataset,
+    metrics: Sequence[str] = PROMPT_METRICS,
+    run_dir=None,
+    tag: str = "best",
+    model: str | None = None,
+    checkpoint=None,
+    image_size: int | None = None,
+    device: str = "auto",
+    n_iterations: int = 8,
+) -> Generator[ProgressEvent, None, EvalResult]:
+    """Evaluate a run folder or a base model; a run's card receives the numbers."""
+    from .checkpoints import load_run, read_card, write_card
+    from .models import load_base_model
+    from .training import resolve_device
+
+    torch_device = resolve_device(device)
+    if run_dir is not None:
+        sam, _ = load_run(run_dir, tag)
+    else:
+        sam, _ = load_base_model(model, checkpoint, image_size)
+    result = yield from evaluate(
+        Segmenter(sam, torch_device), dataset, metrics, n_iterations
+    )
+    if run_dir is not None:
+        card = read_card(run_dir)
+        card.setdefault("metrics", {}).update(
+            {k: v for k, v in result.metrics.items() if v is not None}
+        )
+        card.setdefault("evaluations", []).append(
+            {
+                "dataset": dataset.source,
+                "images": len(dataset),
+                "adapter": tag,
+                **result.to_dict(),
+            }
+        )
+        write_card(run_dir, card)
+    return result

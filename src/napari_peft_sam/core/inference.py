@@ -109,6 +109,34 @@ class Segmenter:
         low_res = low_res[rows, best][:, None]
         return self.upscale(low_res, emb)[:, 0] > 0, low_res
 
+    def segment(
+        self,
+        image: np.ndarray,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """One object's mask from interactive prompts (the GUI's click path).
+
+        ``points`` are (x, y) pixels with ``labels`` 1 (positive) or 0
+        (negative); ``box`` is (x0, y0, x1, y1). The embedding is computed on
+        the first call for an image and reused, so later clicks cost only the
+        prompt encoder and mask decoder.
+        """
+        has_points = points is not None and len(points) > 0
+        if not has_points and box is None:
+            return np.zeros(image.shape[:2], bool)
+        emb = self.embed(image)
+        pts = lab = bx = None
+        if has_points:
+            pts = torch.as_tensor(np.asarray(points, np.float32))[None]
+            lab = torch.as_tensor(np.asarray(labels, np.int64))[None]
+        if box is not None:
+            bx = torch.as_tensor(np.asarray(box, np.float32))[None]
+        single_point = has_points and len(points) == 1 and box is None
+        masks, _ = self.predict(emb, pts, lab, bx, multimask=single_point)
+        return masks[0].cpu().numpy()
+
 
 def masks_to_segmentation(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Per-object masks -> instance labels as micro-sam writes them.

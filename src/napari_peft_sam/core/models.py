@@ -62,6 +62,20 @@ ARCHITECTURES = {
         decoder_heads=2,
         iou_head_dim=32,
     ),
+    # The shipped demo model (pretrained on the 'nuclei' sample data, core/demo.py).
+    "demo": Architecture(
+        "demo",
+        128,
+        4,
+        4,
+        (1, 3),
+        image_size=256,
+        window_size=8,
+        prompt_dim=64,
+        decoder_mlp_dim=256,
+        decoder_heads=4,
+        iou_head_dim=64,
+    ),
 }
 
 
@@ -88,10 +102,17 @@ def microsam_model_names() -> list[str]:
     return [n for n in models().registry if not n.endswith("_decoder")]
 
 
+def demo_weights() -> Path:
+    """The shipped demo model's weights (made by ``python -m napari_peft_sam.core.demo``)."""
+    from importlib import resources
+
+    return Path(str(resources.files("napari_peft_sam") / "assets" / "demo_sam.pt"))
+
+
 def available_models() -> list[str]:
     """Every name ``--model`` accepts."""
     names = [n for n in microsam_model_names() if n[:5] in ARCHITECTURES]
-    return [*names, "tiny"]
+    return [*names, "demo", "tiny"]
 
 
 def architecture_of(name: str) -> Architecture:
@@ -267,6 +288,14 @@ def load_base_model(
             name, arch.name, "random", hash="random:seed0", image_size=size
         )
         return sam.to(device).eval(), info
+    packaged = checkpoint is None and name == "demo"
+    if packaged:
+        checkpoint = demo_weights()
+        if not checkpoint.is_file():
+            raise UserError(
+                "The demo model's weights are not built; run "
+                "python -m napari_peft_sam.core.demo (about 25 CPU minutes)."
+            )
     if (
         checkpoint is None
         and name in ARCHITECTURES
@@ -286,7 +315,13 @@ def load_base_model(
             f"Checkpoint {path} does not fit a {arch.name} SAM (first mismatch: "
             f"{first}); check --model."
         )
-    source = "checkpoint" if checkpoint is not None else "micro-sam"
+    source = (
+        "package"
+        if packaged
+        else "checkpoint"
+        if checkpoint is not None
+        else "micro-sam"
+    )
     info = BaseModelInfo(
         name, arch.name, source, str(path), file_hash(path), image_size=size
     )

@@ -99,7 +99,14 @@ class LRSchedule:
 
 
 def split_data(config: RunConfig, dataset: Dataset | None) -> tuple[Dataset, Dataset]:
+    """Training and validation sets: a benchmark's own splits, else a seeded split."""
+    from .benchmarks import BENCHMARKS, benchmark_dataset
+
     spec = config.data
+    if dataset is None and spec.dataset in BENCHMARKS:
+        return benchmark_dataset(spec.dataset, "train"), benchmark_dataset(
+            spec.dataset, "val"
+        )
     if dataset is None:
         dataset = load_dataset(
             spec.dataset,
