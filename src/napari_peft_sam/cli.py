@@ -409,6 +409,132 @@ class EvaluateCommand(Command):
         return 0
 
 
+class SweepCommand(Command):
+    name = "sweep"
+    help = "Run a hyperparameter grid (or a search) into a results store."
+
+    def add_arguments(self, parser):
+        from napari_peft_sam.core.presets import PRESETS
+
+        spec = parser.add_mutually_exclusive_group(required=True)
+        spec.add_argument("--preset", help=f"one of {', '.join(PRESETS)}")
+        spec.add_argument("--config", help="a sweep spec (YAML)")
+        parser.add_argument(
+            "--storage", required=True, help="journal file (default) or database URL"
+        )
+        parser.add_argument("--runs", default="runs", help="folder for the run folders")
+        parser.add_argument(
+            "--set",
+            action="append",
+            metavar="KEY=VALUE",
+            help="override a fixed setting, e.g. --set iterations=200",
+        )
+        parser.add_argument(
+            "--executor", choices=["inline", "local", "slurm"], default="inline"
+        )
+        parser.add_argument("--workers", type=int, default=1)
+        parser.add_argument(
+            "--search",
+            type=int,
+            metavar="N",
+            help="instead of the grid: N trials of TPE + successive halving",
+        )
+        parser.add_argument(
+            "--grace",
+            type=float,
+            default=600.0,
+            help="seconds without heartbeat before a remote trial counts as lost",
+        )
+        slurm = parser.add_argument_group("slurm")
+        slurm.add_argument("--partition")
+        slurm.add_argument("--gpus", type=int, default=1)
+        slurm.add_argument("--time", type=int, default=240, help="minutes per job")
+        slurm.add_argument("--mem", type=int, default=32, help="GB per job")
+        slurm.add_argument("--cpus", type=int, default=8)
+        slurm.add_argument(
+            "--setup", action="append", help="shell line run before the job"
+        )
+        slurm.add_argument("--array-parallelism", type=int, default=4)
+        slurm.add_argument("--no-wait", action="store_true", help="submit and return")
+
+    def run(self, args):
+        from napari_peft_sam.core import executors, results
+        from napari_peft_sam.core.presets import preset
+        from napari_peft_sam.core.sweep import SweepSpec, run_search
+
+        spec = preset(args.preset) if args.preset else SweepSpec.load(args.config)
+        overrides = parse_sets(args.set)
+        if overrides:
+            spec = SweepSpec.from_dict(
+                {**spec.__dict__, "fixed": {**spec.fixed, **coerce_numbers(overrides)}}
+            )
+        if args.search:
+            study = run_search(args.storage, spec, args.search, args.runs)
+            print(
+                f"search: {len(study.trials)} trials; best {spec.primary} {study.best_value:.4f} "
+                f"at {study.best_params}"
+            )
+            return 0
+        jobs = executors.launch(
+            spec,
+            args.storage,
+            args.runs,
+            args.executor,
+            args.workers,
+            args.grace,
+            vars(args),
+        )
+        if args.no_wait and args.executor != "inline":
+            print("submitted jobs " + ", ".join(j.job_id for j in jobs))
+            return 0
+        executors.wait(jobs)
+        print(results.markdown(results.rows(args.storage, [spec.name])))
+        return 0
+
+
+def coerce_numbers(values: dict[str, str]) -> dict:
+    import yaml
+
+    return {k: yaml.safe_load(v) for k, v in values.items()}
+
+
+class ReportCommand(Command):
+    name = "report"
+    help = (
+        "Print the results store as the seed's Markdown table or as CSV; draw heatmaps."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--storage", required=True)
+        parser.add_argument("--study", action="append", help="only these studies")
+        parser.add_argument("--format", choices=["markdown", "csv"], default="markdown")
+        parser.add_argument(
+            "--heatmap",
+            nargs=3,
+            metavar=("METRIC", "X", "Y"),
+            help="also draw METRIC over hyperparameters X and Y",
+        )
+        parser.add_argument("--out", default="heatmap.png", help="heatmap file")
+
+    def run(self, args):
+        from napari_peft_sam.core import results
+
+        table = results.rows(args.storage, args.study)
+        if not table:
+            from napari_peft_sam.core.errors import UserError
+
+            raise UserError(f"The results store {args.storage} holds no runs yet.")
+        print(
+            results.markdown(table)
+            if args.format == "markdown"
+            else results.to_csv(table)
+        )
+        if args.heatmap:
+            results.heatmap(table, *args.heatmap, args.out)
+            print(f"heatmap: {args.out}", file=sys.stderr)
+        return 0
+
+
 COMMANDS: dict[str, type[Command]] = {
     c.name: c
     for c in (
@@ -417,6 +543,8 @@ COMMANDS: dict[str, type[Command]] = {
         DataCommand,
         TrainCommand,
         EvaluateCommand,
+        SweepCommand,
+        ReportCommand,
         ExportCommand,
     )
 }

@@ -50,9 +50,13 @@ class Segmenter:
         self.cache_size = cache_size
 
     @torch.no_grad()
-    def embed(self, image: np.ndarray) -> Embedding:
-        """The embedding of a normalised (H, W, 3) image, computed once."""
-        key = image_key(image)
+    def embed(self, image: np.ndarray, key: str | None = None) -> Embedding:
+        """The embedding of a normalised (H, W, 3) image, computed once.
+
+        ``key`` names the image in the cache (the GUI passes layer and plane);
+        without it the image's content is hashed.
+        """
+        key = key or image_key(image)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
@@ -115,6 +119,7 @@ class Segmenter:
         points: np.ndarray | None = None,
         labels: np.ndarray | None = None,
         box: np.ndarray | None = None,
+        key: str | None = None,
     ) -> np.ndarray:
         """One object's mask from interactive prompts (the GUI's click path).
 
@@ -126,7 +131,7 @@ class Segmenter:
         has_points = points is not None and len(points) > 0
         if not has_points and box is None:
             return np.zeros(image.shape[:2], bool)
-        emb = self.embed(image)
+        emb = self.embed(image, key)
         pts = lab = bx = None
         if has_points:
             pts = torch.as_tensor(np.asarray(points, np.float32))[None]

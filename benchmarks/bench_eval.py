@@ -1,0 +1,185 @@
+"""Evaluation speed: our in-memory engine against micro-sam's path-based evaluation.
+
+Same model, same images: single point, single box, ip and ib through
+``napari_peft_sam.core.evaluation`` and through micro-sam's
+``run_inference_with_iterative_prompting`` + ``run_evaluation_for_iterative_prompting``
+(which write TIFFs and CSVs), side by side. Then the interactive path: the time
+to embed an image and the prompt-to-mask latency of a click with a cached
+embedding (median and 95th percentile), for the demo-sized model and the vit_b
+architecture.
+
+    python benchmarks/bench_eval.py --quick     # CPU, < 2 minutes
+
+The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_peft_sam.core.data import Dataset, sample_dataset
+from napari_peft_sam.core.evaluation import evaluate, run_to_end
+from napari_peft_sam.core.inference import Segmenter
+from napari_peft_sam.core.models import ARCHITECTURES, load_base_model, random_sam
+
+
+def model_for(name: str, image_size: int | None = None):
+    if name in ("tiny", "demo"):
+        try:
+            return load_base_model(name)[0]
+        except Exception:  # demo weights not built: same architecture, random weights
+            return random_sam(ARCHITECTURES[name], seed=0)
+    return random_sam(ARCHITECTURES[name], seed=0, image_size=image_size)
+
+
+def as_uint8(dataset: Dataset) -> Dataset:
+    samples = [
+        type(s)(np.round(s.image).clip(0, 255), s.labels, s.name) for s in dataset
+    ]
+    return Dataset(samples, dataset.source)
+
+
+def time_ours(sam, dataset, device):
+    start = time.perf_counter()
+    result = run_to_end(evaluate(Segmenter(sam, device), dataset))
+    return (time.perf_counter() - start) / len(dataset), result.metrics
+
+
+def time_microsam(sam, dataset, device):
+    import imageio.v3 as iio
+    from micro_sam.evaluation.evaluation import run_evaluation_for_iterative_prompting
+    from micro_sam.evaluation.inference import run_inference_with_iterative_prompting
+    from segment_anything import SamPredictor
+
+    predictor = SamPredictor(sam.to(device))
+    metrics = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        images, gts = [], []
+        for k, sample in enumerate(dataset):
+            iio.imwrite(tmp / f"im{k}.tif", sample.image[..., 0].astype(np.uint8))
+            iio.imwrite(tmp / f"gt{k}.tif", sample.labels.astype(np.uint32))
+            images.append(str(tmp / f"im{k}.tif"))
+            gts.append(str(tmp / f"gt{k}.tif"))
+        start = time.perf_counter()
+        for box, first, last in (
+            (False, "single point", "ip"),
+            (True, "single box", "ib"),
+        ):
+            root = tmp / f"pred{box}"
+            run_inference_with_iterative_prompting(
+                predictor,
+                images,
+                gts,
+                embedding_dir=None,
+                prediction_dir=str(root),
+                start_with_box_prompt=box,
+            )
+            table = run_evaluation_for_iterative_prompting(
+                gts, str(root), str(tmp / f"exp{box}"), start_with_box_prompt=box
+            )
+            metrics[first] = float(table["mSA"].iloc[0])
+            metrics[last] = float(table["mSA"].iloc[-1])
+        elapsed = time.perf_counter() - start
+    return elapsed / len(dataset), metrics
+
+
+def click_latency(sam, image, device, clicks: int):
+    segmenter = Segmenter(sam, device)
+    start = time.perf_counter()
+    segmenter.embed(image, key="bench")
+    embed_s = time.perf_counter() - start
+    rng = np.random.default_rng(0)
+    h, w = image.shape[:2]
+    times = []
+    points = []
+    for _ in range(clicks):
+        points.append([rng.integers(0, w), rng.integers(0, h)])
+        labels = [1] + [int(rng.integers(0, 2)) for _ in points[1:]]
+        start = time.perf_counter()
+        segmenter.segment(
+            image, np.array(points[-4:]), np.array(labels[-4:]), key="bench"
+        )
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1000)
+    return embed_s, float(np.percentile(times, 50)), float(np.percentile(times, 95))
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--model", default="demo", choices=["tiny", "demo", "vit_b"])
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--clicks", type=int, default=60)
+    parser.add_argument(
+        "--vit-eval-size",
+        type=int,
+        default=256,
+        help="vit_b input size for the metric timing (1024 on a GPU)",
+    )
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.clicks = 2, 40
+    device = torch.device(args.device)
+    _, held_out = sample_dataset("nuclei").split(0.2, seed=0)
+    dataset = as_uint8(Dataset(list(held_out)[: args.images], "nuclei held-out"))
+    sam = model_for(args.model)
+    ours_s, ours_metrics = time_ours(sam, dataset, device)
+    theirs_s, theirs_metrics = time_microsam(sam, dataset, device)
+    diff = max(abs(ours_metrics[k] - theirs_metrics[k]) for k in ours_metrics)
+    # vit_b architecture (random weights) at a CPU-affordable input size
+    vit_small = model_for("vit_b", image_size=args.vit_eval_size)
+    vit_set = Dataset(list(dataset)[:1], "one image")
+    vit_ours_s, vit_ours_m = time_ours(vit_small, vit_set, device)
+    vit_theirs_s, vit_theirs_m = time_microsam(vit_small, vit_set, device)
+    image = dataset[0].image
+    embed_s, p50, p95 = click_latency(sam, image, device, args.clicks)
+    vit_b = model_for("vit_b", image_size=1024)
+    vit_image = np.repeat(np.repeat(image, 4, axis=0), 4, axis=1)  # 1024 x 1024
+    vit_embed_s, vit_p50, vit_p95 = click_latency(
+        vit_b, vit_image, device, max(10, args.clicks // 4)
+    )
+    result = {
+        "model": args.model,
+        "images": len(dataset),
+        "device": str(device),
+        "ours_s_per_image": vit_ours_s,
+        "microsam_s_per_image": vit_theirs_s,
+        "ratio_vs_microsam": vit_theirs_s / vit_ours_s,
+        "vit_b_eval_size": args.vit_eval_size,
+        f"{args.model}_ours_s_per_image": ours_s,
+        f"{args.model}_microsam_s_per_image": theirs_s,
+        f"{args.model}_ratio_vs_microsam": theirs_s / ours_s,
+        "max_abs_metric_diff": max(
+            diff, *(abs(vit_ours_m[k] - vit_theirs_m[k]) for k in vit_ours_m)
+        ),
+        "ours_metrics": ours_metrics,
+        "microsam_metrics": theirs_metrics,
+        "embed_s": embed_s,
+        "click_p50_ms": p50,
+        "click_p95_ms": p95,
+        "vit_b_embed_s": vit_embed_s,
+        "vit_b_click_p50_ms": vit_p50,
+        "vit_b_click_p95_ms": vit_p95,
+        "threads": torch.get_num_threads(),
+    }
+    for key, value in result.items():
+        print(f"{key:>22}: {value}", file=sys.stderr)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
