@@ -20,6 +20,7 @@ storage itself is the queue instead:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import socket
@@ -31,21 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import TrainConfig
 from .errors import ConfigError, UserError
 
-TRAIN_KEYS = {
-    "lr",
-    "iterations",
-    "n_objects",
-    "n_sub_iterations",
-    "batch_size",
-    "patch_size",
-    "weight_decay",
-    "warmup",
-    "scheduler",
-    "seed",
-    "val_interval",
-}
+# TrainConfig's fields; every other key of a point is a method hyperparameter
+TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
 ROW_METRICS = ("ais", "single box", "single point", "ib", "ip", "amg")
 
 
@@ -467,3 +458,25 @@ def run_search(
 
     study.optimize(objective, n_trials=n_trials, catch=(RuntimeError, UserError))
     return study
+
+
+def record_run(
+    storage: str, study_name: str, params: dict, row: dict, attrs: dict | None = None
+) -> int:
+    """Add a finished run (a single training, or a base-model reference) as a trial."""
+    import optuna
+
+    study = load_study(open_storage(storage), study_name)
+    value = next((v for v in row.get("metrics", {}).values() if v is not None), None)
+    trial = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE,
+        value=0.0 if value is None else float(value),
+        user_attrs={
+            "values": params,
+            "point": point_key(params),
+            **(attrs or {}),
+            **row,
+        },
+    )
+    study.add_trial(trial)
+    return len(study.trials) - 1
