@@ -559,7 +559,9 @@ class DemoCommand(Command):
         print(results.markdown(out["table"]))
         print(f"\nheatmap: {out['heatmap']}")
         print(f"results store: {out['storage']}  ({time.monotonic() - started:.0f} s)")
-        print(f"open them in napari: napari-peft-sam gui --storage {out['storage']}")
+        print(
+            f"print them again any time: napari-peft-sam report --storage {out['storage']}"
+        )
         return 0
 
 

@@ -24,6 +24,14 @@ from tests.sweep_helpers import SPEC, fake_runner
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(params=["journal", "postgresql"])
+def storage(request, tmp_path):
+    """Each crash-safety case runs on a journal file and on a real PostgreSQL server."""
+    if request.param == "journal":
+        return str(tmp_path / "s.journal")
+    return request.getfixturevalue("postgres_url")
+
+
 def completed(storage, name="crash"):
     from optuna.trial import TrialState as S
 
@@ -69,8 +77,7 @@ def test_invalid_grid_values_are_refused_before_anything_runs():
         SweepSpec.from_dict({**SPEC, "grid": {"lr": [1e-4, 3.0]}})
 
 
-def test_inline_sweep_completes_every_point_once(tmp_path):
-    storage = tmp_path / "s.journal"
+def test_inline_sweep_completes_every_point_once(tmp_path, storage):
     spec = SweepSpec.from_dict(SPEC)
     run_worker(str(storage), spec, tmp_path / "runs", runner=fake_runner)
     assert sorted(completed(storage).values()) == [1] * 6
@@ -80,8 +87,8 @@ def test_inline_sweep_completes_every_point_once(tmp_path):
     assert len((tmp_path / "runs" / "calls.log").read_text().splitlines()) == 6
 
 
-def test_killed_worker_then_resume_completes_each_point_exactly_once(tmp_path):
-    storage, runs = tmp_path / "s.journal", tmp_path / "runs"
+def test_killed_worker_then_resume_completes_each_point_exactly_once(tmp_path, storage):
+    runs = tmp_path / "runs"
     worker = spawn_worker(storage, runs, sleep=1.0)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # kill it in the middle of its third point
@@ -105,13 +112,7 @@ def test_killed_worker_then_resume_completes_each_point_exactly_once(tmp_path):
     assert [r["status"] for r in rows] == ["complete"] * 6
 
 
-@pytest.mark.parametrize("backend", ["journal", "postgresql"])
-def test_parallel_workers_never_run_a_point_twice(tmp_path, backend, request):
-    storage = (
-        str(tmp_path / "s.journal")
-        if backend == "journal"
-        else request.getfixturevalue("postgres_url")
-    )
+def test_parallel_workers_never_run_a_point_twice(tmp_path, storage):
     workers = [spawn_worker(storage, tmp_path / "runs", sleep=0.3) for _ in range(2)]
     for worker in workers:
         assert worker.wait(timeout=120) == 0, worker.stderr.read().decode()[-2000:]
@@ -120,8 +121,8 @@ def test_parallel_workers_never_run_a_point_twice(tmp_path, backend, request):
     assert len((tmp_path / "runs" / "calls.log").read_text().splitlines()) == 6
 
 
-def test_a_grown_grid_runs_only_the_new_points(tmp_path):
-    storage, runs = str(tmp_path / "s.journal"), tmp_path / "runs"
+def test_a_grown_grid_runs_only_the_new_points(tmp_path, storage):
+    runs = tmp_path / "runs"
     run_worker(storage, SweepSpec.from_dict(SPEC), runs, runner=fake_runner)
     grown = SweepSpec.from_dict(
         {**SPEC, "grid": {"rank": [1, 2, 4, 8], "alpha": [1, 4]}}
@@ -132,8 +133,8 @@ def test_a_grown_grid_runs_only_the_new_points(tmp_path):
     assert len(completed(storage)) == 8
 
 
-def test_a_failing_point_is_retried_then_shown_failed(tmp_path):
-    storage, runs = str(tmp_path / "s.journal"), tmp_path / "runs"
+def test_a_failing_point_is_retried_then_shown_failed(tmp_path, storage):
+    runs = tmp_path / "runs"
     runner = partial(fake_runner, fail_rank=2)
     run_worker(storage, SweepSpec.from_dict(SPEC), runs, runner=runner)
     calls = Counter(

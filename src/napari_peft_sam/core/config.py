@@ -64,6 +64,8 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # auto | float32 | bfloat16
     grad_checkpointing: bool = False
+    fast_path: bool = True  # fused attention, no host syncs (core/fastpath.py)
+    compile: bool = False  # torch.compile the image encoder (CUDA)
     box_distortion: float = 0.025
     checkpoint_interval: int = 50
 

@@ -42,7 +42,17 @@ def image_key(image: np.ndarray) -> str:
 class Segmenter:
     """Prompt-to-mask inference with cached embeddings for one model."""
 
-    def __init__(self, sam, device: str | torch.device = "cpu", cache_size: int = 16):
+    def __init__(
+        self,
+        sam,
+        device: str | torch.device = "cpu",
+        cache_size: int = 16,
+        fast_path: bool = True,
+    ):
+        if fast_path:
+            from .fastpath import enable_fast_path
+
+            enable_fast_path(sam)
         self.sam = sam.to(device).eval()
         self.device = torch.device(device)
         self.size = sam.image_encoder.img_size

@@ -116,7 +116,7 @@ PRESETS = {
         "grid": {"rank": [2, 8], "alpha": [1, 4]},
         "fixed": {
             "lr": 1e-3,
-            "iterations": 120,
+            "iterations": 500,
             "n_objects": 8,
             "n_sub_iterations": 2,
             "warmup": 20,

@@ -176,10 +176,19 @@ def heatmap(table: list[dict], metric: str, x: str, y: str, path) -> None:
     ax.set_xlabel(DISPLAY.get(x, x))
     ax.set_ylabel(DISPLAY.get(y, y))
     ax.set_title(f"{metric} (mSA)")
+    low, high = np.nanmin(grid), np.nanmax(grid)
     for i in range(len(ys)):
         for j in range(len(xs)):
             if not np.isnan(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", color="w")
+                bright = high > low and (grid[i, j] - low) / (high - low) > 0.6
+                ax.text(
+                    j,
+                    i,
+                    f"{grid[i, j]:.3f}",
+                    ha="center",
+                    va="center",
+                    color="k" if bright else "w",
+                )
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(path)

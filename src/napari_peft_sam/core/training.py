@@ -135,6 +135,12 @@ class Trainer:
             config.model.name, config.model.checkpoint, config.model.image_size
         )
         self.model = apply_method(sam, config.method).to(self.device).train()
+        if cfg.fast_path:
+            from .fastpath import enable_fast_path
+
+            enable_fast_path(self.model)
+        if cfg.compile:
+            self.model.image_encoder.compile()
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             params,

@@ -60,6 +60,7 @@ def apply_method(sam: nn.Module, cfg: MethodConfig) -> nn.Module:
     cfg.blocks_for(len(sam.image_encoder.blocks))  # block range, before surgery
     sam.image_encoder.requires_grad_(False)
     spec.inject(sam, cfg)
+    sam.train(sam.training)  # new modules (dropout!) follow the model's mode
     sam.prompt_encoder.requires_grad_(not cfg.freeze_prompt_encoder)
     sam.mask_decoder.requires_grad_(not cfg.freeze_mask_decoder)
     sam.peft_config = cfg
