@@ -269,6 +269,11 @@ class TrainCommand(Command):
         )
         group.add_argument("--grad-checkpointing", action="store_true")
         group.add_argument(
+            "--with-decoder",
+            action="store_true",
+            help="also train the AIS decoder (needed for the ais metric)",
+        )
+        group.add_argument(
             "--checkpoint-interval", type=int, default=d.checkpoint_interval
         )
         parser.add_argument("--out", required=True, help="run folder to create")
@@ -319,6 +324,7 @@ class TrainCommand(Command):
                 device=args.device,
                 precision=args.precision,
                 grad_checkpointing=args.grad_checkpointing,
+                with_decoder=args.with_decoder,
                 checkpoint_interval=args.checkpoint_interval,
             ),
         )

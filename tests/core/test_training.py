@@ -319,3 +319,20 @@ def test_training_tiny_improves_single_point_msa(tmp_path):
     ]
     print(f"single point mSA before {before:.3f}, after {after:.3f}")
     assert after > before + 0.02
+
+
+def test_joint_decoder_training_gives_the_ais_metric(tmp_path, small_data):
+    from napari_peft_sam.core.evaluation import evaluate_model
+
+    cfg = config(iterations=2, val_interval=2, with_decoder=True, checkpoint_interval=1)
+    drain(train(cfg, tmp_path / "run", dataset=small_data))
+    for tag in ("best", "latest"):
+        assert (tmp_path / "run" / f"decoder_{tag}.pt").is_file()
+    stop = StopToken()  # the decoder resumes with the rest of the state
+    stop.stop()
+    drain(train(cfg, tmp_path / "run", resume=True, stop=stop, dataset=small_data))
+    held_out = Dataset(small_data.samples[:1], "one")
+    result = run_to_end(
+        evaluate_model(held_out, ("ais", "single box"), run_dir=tmp_path / "run")
+    )
+    assert result.metrics["ais"] is not None and "ais" not in result.missing

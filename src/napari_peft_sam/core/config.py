@@ -64,6 +64,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # auto | float32 | bfloat16
     grad_checkpointing: bool = False
+    with_decoder: bool = False  # also train micro-sam's AIS decoder (the ais metric)
     fast_path: bool = True  # fused attention, no host syncs (core/fastpath.py)
     compile: bool = False  # torch.compile the image encoder (CUDA)
     box_distortion: float = 0.025

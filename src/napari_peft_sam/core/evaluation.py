@@ -148,8 +148,13 @@ def evaluate(
     metrics: Sequence[str] = PROMPT_METRICS,
     n_iterations: int = 8,
     seed: int = 0,
+    decoder=None,
 ) -> Generator[ProgressEvent, None, EvalResult]:
-    """Compute ``metrics`` over ``dataset``; yields progress, returns the result."""
+    """Compute ``metrics`` over ``dataset``; yields progress, returns the result.
+
+    ``ais`` needs ``decoder`` (a run trained ``with_decoder``); without one it
+    is reported missing, with the reason.
+    """
     unknown = set(metrics) - set(ALL_METRICS)
     if unknown:
         from .errors import UserError
@@ -159,10 +164,9 @@ def evaluate(
         )
     per_image: dict[str, list[dict]] = {name: [] for name in metrics}
     missing = {}
-    if "ais" in metrics:
+    if "ais" in metrics and decoder is None:
         missing["ais"] = (
-            "the model has no instance-segmentation decoder (joint decoder training "
-            "is not available yet)"
+            "the model has no instance-segmentation decoder (train with --with-decoder)"
         )
     for k, sample in enumerate(dataset):
         for start_with_box, first, last in (
@@ -179,6 +183,11 @@ def evaluate(
                 per_image[first].append(m.summary(segs[0], sample.labels))
             if last in metrics:
                 per_image[last].append(m.summary(segs[-1], sample.labels))
+        if "ais" in metrics and decoder is not None:
+            from .decoder import ais_segmentation
+
+            segmentation = ais_segmentation(segmenter, decoder, sample.image)
+            per_image["ais"].append(m.summary(segmentation, sample.labels))
         if "amg" in metrics:
             per_image["amg"].append(
                 m.summary(amg_segmentation(segmenter, sample.image), sample.labels)
@@ -223,12 +232,17 @@ def evaluate_model(
     from .training import resolve_device
 
     torch_device = resolve_device(device)
+    decoder = None
     if run_dir is not None:
+        from .decoder import load_adapter_decoder
+
         sam, _ = load_run(run_dir, tag)
+        decoder = load_adapter_decoder(run_dir, sam, tag, torch_device)
     else:
         sam, _ = load_base_model(model, checkpoint, image_size)
+    segmenter = Segmenter(sam, torch_device)
     result = yield from evaluate(
-        Segmenter(sam, torch_device), dataset, metrics, n_iterations
+        segmenter, dataset, metrics, n_iterations, decoder=decoder
     )
     if run_dir is not None:
         card = read_card(run_dir)

@@ -19,6 +19,7 @@ STUDY = {
     "n_objects": 25,
     "n_sub_iterations": 8,
     "scheduler": "plateau",
+    "with_decoder": True,  # the ais column
 }
 STUDY_METRICS = ["ais", "single box", "single point", "ib", "ip"]
 

@@ -142,6 +142,13 @@ class Trainer:
         if cfg.compile:
             self.model.image_encoder.compile()
         params = [p for p in self.model.parameters() if p.requires_grad]
+        self.unetr = None
+        if cfg.with_decoder:
+            from .decoder import Targets, build_unetr, decoder_parameters
+
+            self.unetr = build_unetr(self.model, device=self.device).train()
+            self.targets = Targets()
+            params += decoder_parameters(self.unetr)
         self.optimizer = torch.optim.AdamW(
             params,
             lr=cfg.lr,
@@ -223,7 +230,22 @@ class Trainer:
                 "rate (the last good checkpoint is kept)."
             )
         self.optimizer.step()
+        if self.unetr is not None:  # micro-sam's second step, on the AIS decoder
+            self._decoder_step(images, labels)
         return values
+
+    def _decoder_step(self, images, labels) -> None:
+        from .decoder import unetr_loss
+
+        targets = np.stack([self.targets(lab.cpu().numpy()) for lab in labels])
+        targets = torch.from_numpy(targets).to(self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(
+            self.device.type, dtype=self.amp, enabled=self.amp is not None
+        ):
+            loss = unetr_loss(self.unetr, images, targets)
+        loss.backward()
+        self.optimizer.step()
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -291,6 +313,12 @@ class Trainer:
 
 def _save(trainer: Trainer, tag: str) -> Path:
     try:
+        if trainer.unetr is not None:
+            from .decoder import decoder_path, decoder_state
+
+            ckpt.save_tensors(
+                decoder_path(trainer.run_dir, tag), decoder_state(trainer.unetr)
+            )
         path = ckpt.save_tensors(
             ckpt.adapter_path(trainer.run_dir, tag), trainable_state(trainer.model)
         )
@@ -353,6 +381,11 @@ def train(
     trainer = Trainer(config, run_dir, dataset)
     if resume:
         ckpt.load_adapter_into(trainer.model, ckpt.adapter_path(run_dir, "latest"))
+        if trainer.unetr is not None:
+            from .decoder import decoder_path
+
+            state = torch.load(decoder_path(run_dir, "latest"), weights_only=True)
+            trainer.unetr.load_state_dict(state, strict=False)
         trainer.load_state_dict(torch.load(run_dir / STATE, weights_only=True))
     log = open(run_dir / EVENTS, "a")  # noqa: SIM115  (closed in finally)
 
