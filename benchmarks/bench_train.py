@@ -78,6 +78,7 @@ def time_ours(base, args, device, batches, iterations, fast=False):
     from napari_peft_sam.core.training import LRSchedule, autocast_dtype
 
     trainer.amp = autocast_dtype(config.train.precision, device)
+    trainer.unetr = None  # speed of the interactive objective (micro-sam: SamTrainer)
     trainer.model = apply_method(copy.deepcopy(base), config.method).to(device).train()
     if fast:
         from napari_peft_sam.core.fastpath import enable_fast_path
@@ -157,6 +158,43 @@ def time_microsam(base, args, device, batches, iterations, mixed):
     return iterations / (time.perf_counter() - start), peak_mb(device)
 
 
+def peak_by_batch(
+    base, args, device, checkpointing: bool, sizes=(1, 2, 4, 8, 16, 32, 64)
+):
+    """Peak memory (MB) of fast-path training steps per batch size, until OOM."""
+    import argparse as _argparse
+
+    peaks = {}
+    for size in sizes:
+        trial = _argparse.Namespace(
+            **{**vars(args), "batch": size, "grad_checkpointing": checkpointing}
+        )
+        raw = patches(args.image_size, size)
+        images = torch.from_numpy(np.stack([p.image for p in raw])).to(device)
+        batch = [(images, [torch.from_numpy(p.labels).to(device) for p in raw])]
+        try:
+            _, peak = time_ours(base, trial, device, batch, 2, fast=True)
+        except torch.OutOfMemoryError:
+            break
+        finally:
+            torch.cuda.empty_cache()
+        peaks[size] = peak
+    return peaks
+
+
+def memory_report(base, args, device) -> dict:
+    """Largest batch within 24 and 80 GB, with and without checkpointing."""
+    out = {}
+    for checkpointing in (False, True):
+        peaks = peak_by_batch(base, args, device, checkpointing)
+        tag = "ckpt" if checkpointing else "no_ckpt"
+        out[f"peak_mb_by_batch_{tag}"] = peaks
+        for limit in (12, 24, 80):
+            fits = [b for b, peak in peaks.items() if peak <= limit * 1024]
+            out[f"largest_batch_{limit}gb_{tag}"] = max(fits, default=0)
+    return out
+
+
 def device_name(device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -180,6 +218,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--amp-iterations", type=int, default=2)
     parser.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu"
+    )
+    parser.add_argument("--grad-checkpointing", action="store_true")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the encoder"
+    )
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="CUDA: largest batch in 12/24/80 GB, with and without checkpointing",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -230,6 +277,12 @@ def main(argv=None) -> dict:
         microsam_peak_mb=ms_peak,
         microsam_fp32_peak_mb=ms32_peak,
     )
+    # the study's 105-point LoRA grid at 5,000 iterations per point
+    result["grid_105x5000_gpu_hours"] = (
+        105 * 5000 / best / 3600 if device.type == "cuda" else None
+    )
+    if device.type == "cuda" and args.memory:
+        result.update(memory_report(base, args, device))
     if device.type == "cuda" and args.model == "vit_b":
         flops = LORA_STEP_FLOP_VIT_B_1024 * args.batch * (args.image_size / 1024) ** 2
         name = torch.cuda.get_device_name(device)

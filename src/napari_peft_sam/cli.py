@@ -365,6 +365,11 @@ class EvaluateCommand(Command):
             help=f"comma-separated, from: {', '.join(ALL_METRICS)}",
         )
         parser.add_argument("--iterations", type=int, default=8, help="ip/ib rounds")
+        parser.add_argument(
+            "--tune-on",
+            choices=["train", "val"],
+            help="search ais/amg post-processing on this split first (never the evaluated one)",
+        )
         parser.add_argument("--device", default="auto")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -376,6 +381,15 @@ class EvaluateCommand(Command):
             raise UserError("Pass either --run RUN_DIR or --model NAME.")
         metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
         dataset = dataset_from_args(args, default_split="val")
+        tune_on = None
+        if args.tune_on:
+            if args.tune_on == (args.split or "val"):
+                raise UserError(
+                    "--tune-on must name another split than the evaluated one."
+                )
+            tune_on = dataset_from_args(
+                argparse.Namespace(**{**vars(args), "split": args.tune_on})
+            )
         from napari_peft_sam._progress import ProgressPrinter
 
         printer = ProgressPrinter(sys.stderr)
@@ -389,6 +403,7 @@ class EvaluateCommand(Command):
             image_size=args.image_size,
             device=args.device,
             n_iterations=args.iterations,
+            tune_on=tune_on,
         )
         while True:
             try:
@@ -462,6 +477,11 @@ class SweepCommand(Command):
         )
         slurm.add_argument("--array-parallelism", type=int, default=4)
         slurm.add_argument("--no-wait", action="store_true", help="submit and return")
+        jobs = parser.add_argument_group("jobs submitted earlier (after a restart)")
+        jobs.add_argument("--status", action="store_true", help="show the sweep's jobs")
+        jobs.add_argument(
+            "--cancel", action="store_true", help="cancel the sweep's jobs"
+        )
 
     def run(self, args):
         from napari_peft_sam.core import executors, results
@@ -474,6 +494,8 @@ class SweepCommand(Command):
             spec = SweepSpec.from_dict(
                 {**spec.__dict__, "fixed": {**spec.fixed, **coerce_numbers(overrides)}}
             )
+        if args.status or args.cancel:
+            return self._manage(args, spec)
         if args.search:
             study = run_search(args.storage, spec, args.search, args.runs)
             print(
@@ -495,6 +517,20 @@ class SweepCommand(Command):
             return 0
         executors.wait(jobs)
         print(results.markdown(results.rows(args.storage, [spec.name])))
+        return 0
+
+    @staticmethod
+    def _manage(args, spec) -> int:
+        from napari_peft_sam.core import executors
+
+        if args.cancel:
+            print(
+                f"cancelled {executors.cancel(args.storage, spec.name)} job(s); "
+                "run the sweep again to finish their points"
+            )
+            return 0
+        for job in executors.attach(args.storage, spec.name):
+            print(f"{job.job_id}: {job.state}")
         return 0
 
 

@@ -5,7 +5,8 @@ that predicts foreground and centre / boundary distances (targets from
 torch_em's ``PerObjectDistanceTransform``, loss ``DiceBasedDistanceLoss``);
 each iteration takes a second optimizer step on that loss. At inference the
 decoder runs on the cached image embedding (micro-sam's ``DecoderAdapter``)
-and a seeded watershed turns its output into instances (``ais``).
+and a seeded watershed turns its output into instances (``ais``, see
+``core.automatic``).
 """
 
 from __future__ import annotations
@@ -72,29 +73,3 @@ def load_adapter_decoder(run_dir, sam, tag: str = "best", device="cpu"):
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)
     return get_decoder(sam.image_encoder, state, device=device)
-
-
-def ais_segmentation(
-    segmenter, decoder, image: np.ndarray, **generate_kwargs
-) -> np.ndarray:
-    """Instances from the decoder's distance maps, with micro-sam's post-processing."""
-    from micro_sam.instance_segmentation import InstanceSegmentationWithDecoder
-    from segment_anything import SamPredictor
-
-    emb = segmenter.embed(image)
-    ais = InstanceSegmentationWithDecoder(SamPredictor(segmenter.sam), decoder)
-    ais.initialize(
-        np.clip(image, 0, 255).astype(np.uint8),
-        image_embeddings={
-            "features": emb.features,
-            "input_size": emb.input_size,
-            "original_size": emb.original_size,
-        },
-    )
-    segmentation = ais.generate(**generate_kwargs)
-    if (
-        not isinstance(segmentation, np.ndarray)
-        or segmentation.shape != image.shape[:2]
-    ):
-        return np.zeros(image.shape[:2], np.int32)
-    return segmentation.astype(np.int32)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from . import metrics as m
+from .automatic import segmentations, tune
 from .data import Dataset
 from .events import ProgressEvent
 from .inference import Segmenter, masks_to_segmentation
@@ -38,6 +39,7 @@ class EvalResult:
     sa50: dict[str, float] = field(default_factory=dict)
     sa75: dict[str, float] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, dict] = field(default_factory=dict)  # ais/amg post-processing
     kind: str = "evaluation"
 
     def to_dict(self) -> dict:
@@ -47,6 +49,7 @@ class EvalResult:
             "sa50": self.sa50,
             "sa75": self.sa75,
             "missing": self.missing,
+            "settings": self.settings,
         }
 
 
@@ -116,32 +119,6 @@ def iterative_prompting(
     return [masks_to_segmentation(np.concatenate(o), shape) for o in outputs]
 
 
-def amg_segmentation(
-    segmenter: Segmenter, image: np.ndarray, **generate_kwargs
-) -> np.ndarray:
-    """SAM's automatic mask generation (micro-sam's, default settings) on our embedding."""
-    from micro_sam.instance_segmentation import AutomaticMaskGenerator
-    from segment_anything import SamPredictor
-
-    emb = segmenter.embed(image)
-    generator = AutomaticMaskGenerator(SamPredictor(segmenter.sam))
-    generator.initialize(
-        np.clip(image, 0, 255).astype(np.uint8),
-        image_embeddings={
-            "features": emb.features,
-            "input_size": emb.input_size,
-            "original_size": emb.original_size,
-        },
-    )
-    segmentation = generator.generate(**generate_kwargs)
-    if (
-        not isinstance(segmentation, np.ndarray)
-        or segmentation.shape != image.shape[:2]
-    ):
-        return np.zeros(image.shape[:2], np.int32)  # no mask passed the filters
-    return segmentation.astype(np.int32)
-
-
 def evaluate(
     segmenter: Segmenter,
     dataset: Dataset,
@@ -149,11 +126,14 @@ def evaluate(
     n_iterations: int = 8,
     seed: int = 0,
     decoder=None,
+    tune_on: Dataset | None = None,
 ) -> Generator[ProgressEvent, None, EvalResult]:
     """Compute ``metrics`` over ``dataset``; yields progress, returns the result.
 
     ``ais`` needs ``decoder`` (a run trained ``with_decoder``); without one it
-    is reported missing, with the reason.
+    is reported missing, with the reason. ``ais`` and ``amg`` use micro-sam's
+    default post-processing, or the best setting of a small search on
+    ``tune_on`` (a validation set, never the evaluated images).
     """
     unknown = set(metrics) - set(ALL_METRICS)
     if unknown:
@@ -168,6 +148,10 @@ def evaluate(
         missing["ais"] = (
             "the model has no instance-segmentation decoder (train with --with-decoder)"
         )
+    settings = {"ais": {}, "amg": {}}
+    for kind in ("ais", "amg"):
+        if tune_on is not None and kind in metrics and kind not in missing:
+            settings[kind], _ = tune(kind, segmenter, tune_on, decoder)
     for k, sample in enumerate(dataset):
         for start_with_box, first, last in (
             (False, "single point", "ip"),
@@ -183,17 +167,14 @@ def evaluate(
                 per_image[first].append(m.summary(segs[0], sample.labels))
             if last in metrics:
                 per_image[last].append(m.summary(segs[-1], sample.labels))
-        if "ais" in metrics and decoder is not None:
-            from .decoder import ais_segmentation
-
-            segmentation = ais_segmentation(segmenter, decoder, sample.image)
-            per_image["ais"].append(m.summary(segmentation, sample.labels))
-        if "amg" in metrics:
-            per_image["amg"].append(
-                m.summary(amg_segmentation(segmenter, sample.image), sample.labels)
-            )
+        for kind in ("ais", "amg"):
+            if kind in metrics and kind not in missing:
+                (seg,) = segmentations(
+                    kind, segmenter, sample.image, decoder, [settings[kind]]
+                )
+                per_image[kind].append(m.summary(seg, sample.labels))
         yield ProgressEvent(k + 1, len(dataset), sample.name)
-    result = EvalResult(metrics={}, missing=missing)
+    result = EvalResult(metrics={}, missing=missing, settings=settings)
     for name in metrics:
         rows = per_image[name]
         if name in missing or not rows:
@@ -225,6 +206,7 @@ def evaluate_model(
     image_size: int | None = None,
     device: str = "auto",
     n_iterations: int = 8,
+    tune_on: Dataset | None = None,
 ) -> Generator[ProgressEvent, None, EvalResult]:
     """Evaluate a run folder or a base model; a run's card receives the numbers."""
     from .checkpoints import load_run, read_card, write_card
@@ -242,7 +224,7 @@ def evaluate_model(
         sam, _ = load_base_model(model, checkpoint, image_size)
     segmenter = Segmenter(sam, torch_device)
     result = yield from evaluate(
-        segmenter, dataset, metrics, n_iterations, decoder=decoder
+        segmenter, dataset, metrics, n_iterations, decoder=decoder, tune_on=tune_on
     )
     if run_dir is not None:
         card = read_card(run_dir)
