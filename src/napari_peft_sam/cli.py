@@ -331,13 +331,9 @@ class TrainCommand(Command):
         from napari_peft_sam._progress import ProgressPrinter
 
         printer = ProgressPrinter(sys.stdout)
-        events = train(config, args.out, resume=args.resume)
-        while True:
-            try:
-                printer.show(next(events))
-            except StopIteration as stop:
-                result = stop.value
-                break
+        from napari_peft_sam.core.events import run_to_end
+
+        result = run_to_end(train(config, args.out, resume=args.resume), printer.show)
         printer.close()
         best = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"
         print(
@@ -405,12 +401,9 @@ class EvaluateCommand(Command):
             n_iterations=args.iterations,
             tune_on=tune_on,
         )
-        while True:
-            try:
-                printer.show(next(events))
-            except StopIteration as stop:
-                result = stop.value
-                break
+        from napari_peft_sam.core.events import run_to_end
+
+        result = run_to_end(events, printer.show)
         for name, reason in result.missing.items():
             print(f"{name}: missing ({reason})", file=sys.stderr)
         if args.json:

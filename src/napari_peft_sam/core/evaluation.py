@@ -24,7 +24,7 @@ import torch
 from . import metrics as m
 from .automatic import segmentations, tune
 from .data import Dataset
-from .events import ProgressEvent
+from .events import ProgressEvent, run_to_end  # noqa: F401  (re-exported)
 from .inference import Segmenter, masks_to_segmentation
 from .prompts import corrective_points
 
@@ -185,15 +185,6 @@ def evaluate(
         result.sa50[name] = float(np.mean([r["sa50"] for r in rows]))
         result.sa75[name] = float(np.mean([r["sa75"] for r in rows]))
     return result
-
-
-def run_to_end(generator):
-    """Drain an event generator and return its result (for scripts and tests)."""
-    while True:
-        try:
-            next(generator)
-        except StopIteration as stop:
-            return stop.value
 
 
 def evaluate_model(

@@ -69,6 +69,20 @@ def to_dict(event: Event) -> dict[str, Any]:
     return asdict(event)
 
 
+def run_to_end(generator, on_event=None):
+    """Drain an event generator (training, evaluation), returning its result.
+
+    ``on_event`` sees every event on the way (a progress printer, a pruner).
+    """
+    while True:
+        try:
+            event = next(generator)
+        except StopIteration as stop:
+            return stop.value
+        if on_event is not None:
+            on_event(event)
+
+
 class StopFlag(Protocol):
     def is_set(self) -> bool: ...
 

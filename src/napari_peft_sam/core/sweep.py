@@ -34,6 +34,7 @@ from typing import Any
 
 from .config import TrainConfig
 from .errors import ConfigError, UserError
+from .events import run_to_end
 
 # TrainConfig's fields; every other key of a point is a method hyperparameter
 TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -304,15 +305,12 @@ def run_point(spec: SweepSpec, point: dict, run_dir: Path, report=None) -> dict:
     from .training import train
 
     config = spec.run_config(point)
-    generator = train(config, run_dir)
-    while True:
-        try:
-            event = next(generator)
-        except StopIteration as stop:
-            result = stop.value
-            break
+
+    def on_event(event):
         if report is not None and event.kind == "validation":
             report(-event.metrics["val_box_loss"], event.step)
+
+    result = run_to_end(train(config, run_dir), on_event)
     dataset = load_dataset(config.data.dataset)
     if config.data.dataset not in BENCHMARKS:
         dataset = dataset.split(config.data.val_fraction, config.data.split_seed)[1]
@@ -325,12 +323,7 @@ def run_point(spec: SweepSpec, point: dict, run_dir: Path, report=None) -> dict:
     events = evaluate_model(
         dataset, spec.metrics, run_dir=run_dir, device=config.train.device
     )
-    while True:
-        try:
-            next(events)
-        except StopIteration as stop:
-            evaluation = stop.value
-            break
+    evaluation = run_to_end(events)
     from .checkpoints import read_card
 
     card = read_card(run_dir)
