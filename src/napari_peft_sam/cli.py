@@ -600,6 +600,27 @@ class DemoCommand(Command):
         return 0
 
 
+class GuiCommand(Command):
+    name = "gui"
+    help = "Open napari with the plugin's widgets docked, the sample data and the demo model."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--home",
+            help="folder of the results store and runs (default: $NAPARI_PEFT_SAM_HOME "
+            "or ~/napari-peft-sam); 'runs/demo' shows the demo's results",
+        )
+        parser.add_argument(
+            "--sample", default="organoids", choices=["nuclei", "organoids", "none"]
+        )
+
+    def run(self, args):
+        from napari_peft_sam._qt.launch import launch
+
+        launch(home=args.home, sample=None if args.sample == "none" else args.sample)
+        return 0
+
+
 COMMANDS: dict[str, type[Command]] = {
     c.name: c
     for c in (
@@ -612,6 +633,7 @@ COMMANDS: dict[str, type[Command]] = {
         ReportCommand,
         DemoCommand,
         ExportCommand,
+        GuiCommand,
     )
 }
 

@@ -79,3 +79,15 @@ def summary(segmentation: np.ndarray, groundtruth: np.ndarray) -> dict[str, floa
     """mSA, SA50 and SA75 of one image."""
     acc = segmentation_accuracies(segmentation, groundtruth)
     return {"msa": float(np.mean(acc)), "sa50": float(acc[0]), "sa75": float(acc[5])}
+
+
+def matched_iou(mask: np.ndarray, groundtruth: np.ndarray) -> tuple[int, float]:
+    """The ground-truth object ``mask`` overlaps most, and their IoU (0, 0.0 if none)."""
+    mask = np.asarray(mask, bool)
+    ids, counts = np.unique(groundtruth[mask], return_counts=True)
+    counts, ids = counts[ids > 0], ids[ids > 0]
+    if not len(ids):
+        return 0, 0.0
+    best = int(ids[np.argmax(counts)])
+    obj = groundtruth == best
+    return best, float((mask & obj).sum() / (mask | obj).sum())

@@ -63,6 +63,8 @@ class SweepSpec:
     eval_images: int | None = None
     primary: str = "single box"
     max_retries: int = 2
+    # DataSpec fields (images/labels files) instead of the named ``dataset``
+    data: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, values: dict) -> SweepSpec:
@@ -121,7 +123,7 @@ class SweepSpec:
         model = settings.pop("model", self.model)
         train = {k: settings.pop(k) for k in list(settings) if k in TRAIN_KEYS}
         return RunConfig(
-            DataSpec(dataset=dataset),
+            DataSpec(**self.data) if self.data else DataSpec(dataset=dataset),
             ModelSpec(model),
             make_config(self.method, settings),
             TrainConfig(**train),
@@ -294,11 +296,26 @@ class Heartbeat:
 
 # -- running points -----------------------------------------------------------------------
 
-PointRunner = Callable[[SweepSpec, dict, Path, Any], dict]
+PointRunner = Callable[..., dict]
 
 
-def run_point(spec: SweepSpec, point: dict, run_dir: Path, report=None) -> dict:
-    """Train and evaluate one grid point; returns the row's values."""
+class Stopped(Exception):
+    """The user stopped the sweep; the point is queued again on resume."""
+
+
+def run_point(
+    spec: SweepSpec,
+    point: dict,
+    run_dir: Path,
+    report=None,
+    stop=None,
+    on_event=None,
+) -> dict:
+    """Train and evaluate one grid point; returns the row's values.
+
+    ``stop`` ends the training early (the trial is then left for a resume);
+    ``on_event`` sees every training and evaluation event (the GUI's progress).
+    """
     from .benchmarks import BENCHMARKS
     from .data import load_dataset
     from .evaluation import evaluate_model
@@ -306,16 +323,28 @@ def run_point(spec: SweepSpec, point: dict, run_dir: Path, report=None) -> dict:
 
     config = spec.run_config(point)
 
-    def on_event(event):
+    def observe(event):
+        if on_event is not None:
+            on_event(event)
         if report is not None and event.kind == "validation":
             report(-event.metrics["val_box_loss"], event.step)
 
-    result = run_to_end(train(config, run_dir), on_event)
-    dataset = load_dataset(config.data.dataset)
-    if config.data.dataset not in BENCHMARKS:
-        dataset = dataset.split(config.data.val_fraction, config.data.split_seed)[1]
+    result = run_to_end(train(config, run_dir, stop=stop), observe)
+    if result.stopped and stop is not None and stop.is_set():
+        raise Stopped(f"stopped at step {result.steps}")
+    data = config.data
+    if data.dataset in BENCHMARKS:
+        dataset = load_dataset(data.dataset, split=spec.eval_split)
     else:
-        dataset = load_dataset(config.data.dataset, split=spec.eval_split)
+        dataset = load_dataset(
+            data.dataset,
+            data.images,
+            data.labels,
+            data.image_key,
+            data.label_key,
+            data.stack,
+        )
+        dataset = dataset.split(data.val_fraction, data.split_seed)[1]
     if spec.eval_images:
         from .data import Dataset
 
@@ -323,7 +352,7 @@ def run_point(spec: SweepSpec, point: dict, run_dir: Path, report=None) -> dict:
     events = evaluate_model(
         dataset, spec.metrics, run_dir=run_dir, device=config.train.device
     )
-    evaluation = run_to_end(events)
+    evaluation = run_to_end(events, on_event)
     from .checkpoints import read_card
 
     card = read_card(run_dir)
@@ -354,7 +383,7 @@ def _execute(
     config = spec.run_config(point)
     for key, value in {
         "run_dir": str(run_dir),
-        "dataset": config.data.dataset,
+        "dataset": config.data.dataset or spec.dataset,
         "model": config.model.name,
         "method": spec.method,
         "host": socket.gethostname(),
@@ -381,15 +410,24 @@ def run_worker(
     grace_s: float = 600.0,
     runner: PointRunner = run_point,
     max_points: int | None = None,
+    stop=None,
+    on_event=None,
 ) -> int:
-    """Run grid points until none is left; returns how many this worker ran."""
+    """Run grid points until none is left; returns how many this worker ran.
+
+    ``stop`` (anything with ``is_set()``) ends the worker after the current
+    step; the interrupted point is queued again by the next ``reconcile``.
+    ``on_event(trial_number, event)`` sees the events of every point.
+    """
     import optuna
     from optuna.trial import TrialState as S
 
     study = load_study(open_storage(storage), spec.name)
     study.set_user_attr("spec", {**spec.__dict__})
     runs_root, ran = Path(runs_root), 0
-    while max_points is None or ran < max_points:
+    if stop is not None or on_event is not None:
+        runner = _observed(runner, stop, on_event)
+    while (max_points is None or ran < max_points) and not (stop and stop.is_set()):
         reconcile(study, spec, grace_s)
         if not any(t.state == S.WAITING for t in study.get_trials(deepcopy=False)):
             return ran
@@ -403,6 +441,11 @@ def run_worker(
         except optuna.TrialPruned as reason:
             trial.set_user_attr("error", str(reason))
             study.tell(trial, state=S.PRUNED)
+        except Stopped as reason:
+            trial.set_user_attr("error", str(reason))
+            trial.set_user_attr("lost", True)  # not a failure: resume reruns it
+            study.tell(trial, state=S.FAIL)
+            return ran
         except Exception as error:  # a failing point must not stop the sweep
             trial.set_user_attr("error", f"{type(error).__name__}: {error}")
             trial.set_user_attr("traceback", traceback.format_exc()[-2000:])
@@ -411,6 +454,17 @@ def run_worker(
             study.tell(trial, value)
         ran += 1
     return ran
+
+
+def _observed(runner: PointRunner, stop, on_event) -> PointRunner:
+    """``runner`` with the stop flag and the event callback of one worker."""
+
+    def run(spec, point, run_dir, report):
+        number = int(Path(run_dir).name.rsplit("-t", 1)[-1])
+        forward = None if on_event is None else lambda e: on_event(number, e)
+        return runner(spec, point, run_dir, report, stop=stop, on_event=forward)
+
+    return run
 
 
 def run_search(

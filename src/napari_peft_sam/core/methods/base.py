@@ -220,6 +220,10 @@ class MethodConfig:
                     "default": list(default) if isinstance(default, tuple) else default,
                     "range": knob.describe_range(),
                     "choices": list(knob.choices),
+                    "low": knob.low,
+                    "high": knob.high,
+                    "optional": knob.optional,
+                    "literals": list(knob.literals),
                     "help": knob.help,
                 }
                 for name, (knob, default) in cls.knobs().items()

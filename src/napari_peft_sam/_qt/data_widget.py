@@ -1,0 +1,316 @@
+"""Data: napari layers, folders, the sample data or a benchmark dataset."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari.layers import Image, Labels
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.errors import UserError
+from ._session import notify_failure, session_for
+
+SOURCES = ("napari layers", "folders", "sample data", "benchmark dataset")
+
+
+class LayerCombo(QComboBox):
+    """The names of the viewer's layers of one type, kept up to date."""
+
+    def __init__(self, viewer, layer_type) -> None:
+        super().__init__()
+        self.viewer, self.layer_type = viewer, layer_type
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            event.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self, *_) -> None:
+        current = self.currentText()
+        names = [
+            lyr.name for lyr in self.viewer.layers if isinstance(lyr, self.layer_type)
+        ]
+        self.blockSignals(True)
+        self.clear()
+        self.addItems(names)
+        if current in names:
+            self.setCurrentText(current)
+        self.blockSignals(False)
+        self.currentTextChanged.emit(self.currentText())
+
+    def layer(self):
+        name = self.currentText()
+        if not name or name not in self.viewer.layers:
+            return None
+        return self.viewer.layers[name]
+
+
+def _path_row(placeholder: str) -> tuple[QWidget, QLineEdit]:
+    row, edit = QWidget(), QLineEdit()
+    edit.setPlaceholderText(placeholder)
+    browse = QPushButton("Browse…")
+    browse.clicked.connect(
+        lambda: edit.setText(QFileDialog.getExistingDirectory(row) or edit.text())
+    )
+    layout = QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(edit)
+    layout.addWidget(browse)
+    return row, edit
+
+
+class DataWidget(QWidget):
+    """Picks the training data and says what was found (images, objects, split)."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.session.providers["data"] = self
+        self.summary: dict[str, Any] | None = None
+
+        self.source = QComboBox()
+        self.source.addItems(SOURCES)
+        self.pages = QStackedWidget()
+        self.image_layer = LayerCombo(napari_viewer, Image)
+        self.labels_layer = LayerCombo(napari_viewer, Labels)
+        self.stack = QCheckBox("stack of 2D planes")
+        self.stack.setToolTip("Treat 3D layers as stacks of independent 2D images.")
+        layers = QWidget()
+        form = QFormLayout(layers)
+        form.addRow("image layer", self.image_layer)
+        form.addRow("labels layer", self.labels_layer)
+        form.addRow("", self.stack)
+        folders = QWidget()
+        form = QFormLayout(folders)
+        images_row, self.images_path = _path_row("folder or glob of images")
+        labels_row, self.labels_path = _path_row("folder or glob of label images")
+        form.addRow("images", images_row)
+        form.addRow("labels", labels_row)
+        self.sample = QComboBox()
+        self.sample.addItems(["nuclei", "organoids"])
+        self.benchmark = QComboBox()
+        self.session.when_ready(
+            lambda c: (
+                self.benchmark.addItems(c["benchmarks"])
+                if not self.benchmark.count()
+                else None
+            )
+        )
+        for page, widget in ((QWidget(), self.sample), (QWidget(), self.benchmark)):
+            QFormLayout(page).addRow("name", widget)
+            self.pages.addWidget(page)
+        self.pages.insertWidget(0, layers)
+        self.pages.insertWidget(1, folders)
+        self.val_fraction = QDoubleSpinBox()
+        self.val_fraction.setRange(0.05, 0.9)
+        self.val_fraction.setSingleStep(0.05)
+        self.val_fraction.setValue(0.2)
+        self.val_fraction.setToolTip("Share of the images held out for validation.")
+        self.check = QPushButton("Check data")
+        self.result = QLabel("No data checked yet.")
+        self.result.setWordWrap(True)
+
+        top = QFormLayout()
+        top.addRow("source", self.source)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.pages)
+        bottom = QFormLayout()
+        bottom.addRow("validation share", self.val_fraction)
+        layout.addLayout(bottom)
+        layout.addWidget(self.check)
+        layout.addWidget(self.result)
+        layout.addStretch()
+
+        self.source.currentIndexChanged.connect(self.pages.setCurrentIndex)
+        self.source.currentIndexChanged.connect(lambda *_: self._invalidate())
+        self.check.clicked.connect(self.run_check)
+        for combo in (self.image_layer, self.labels_layer, self.sample, self.benchmark):
+            combo.currentTextChanged.connect(lambda *_: self._invalidate())
+        self.image_layer.currentTextChanged.connect(self._guess_stack)
+        self._guess_stack()
+        if not any(isinstance(lyr, Image) for lyr in napari_viewer.layers):
+            self.source.setCurrentText("sample data")
+
+    def _guess_stack(self, *_) -> None:
+        layer = self.image_layer.layer()
+        if layer is not None:
+            self.stack.setChecked(layer.ndim - (1 if layer.rgb else 0) > 2)
+
+    # -- what other widgets ask ------------------------------------------------------
+
+    def kind(self) -> str:
+        return self.source.currentText()
+
+    def layer_arrays(self) -> tuple[np.ndarray, np.ndarray, str]:
+        image, labels = self.image_layer.layer(), self.labels_layer.layer()
+        if image is None or labels is None:
+            raise UserError(
+                "Pick an image layer and a labels layer (or another source)."
+            )
+        if getattr(image, "multiscale", False) or getattr(labels, "multiscale", False):
+            raise UserError(
+                "Multiscale layers are not supported; use a single-scale copy."
+            )
+        return (
+            np.asarray(image.data),
+            np.asarray(labels.data),
+            f"{image.name} + {labels.name}",
+        )
+
+    def source_request(self) -> dict[str, Any]:
+        """The service's description of this data (arrays travel with it)."""
+        kind = self.kind()
+        if kind == "napari layers":
+            image, labels, name = self.layer_arrays()
+            return {
+                "kind": "arrays",
+                "images": [image],
+                "labels": [labels],
+                "names": [name],
+                "stack": self.stack.isChecked(),
+                "source": f"napari layers {name}",
+            }
+        if kind == "folders":
+            images, labels = (
+                self.images_path.text().strip(),
+                self.labels_path.text().strip(),
+            )
+            if not images or not labels:
+                raise UserError("Give a folder (or glob) of images and one of labels.")
+            return {
+                "kind": "files",
+                "images": images,
+                "labels": labels,
+                "stack": self.stack.isChecked(),
+            }
+        name = (
+            self.sample.currentText()
+            if kind == "sample data"
+            else self.benchmark.currentText()
+        )
+        return {"kind": "named", "name": name}
+
+    def validated_request(self) -> dict[str, Any]:
+        """``source_request``, with layer data checked here (instant, numpy only)."""
+        request = self.source_request()
+        if request["kind"] == "arrays":
+            self._show(self._check_arrays(request))
+        return request
+
+    def data_spec(self) -> dict[str, Any]:
+        """DataSpec fields; layer arrays are written into the run folder by the service."""
+        request = self.source_request()
+        spec = {"val_fraction": self.val_fraction.value(), "split_seed": 0}
+        if request["kind"] == "named":
+            return spec | {"dataset": request["name"]}
+        if request["kind"] == "files":
+            return spec | {
+                "images": [request["images"]],
+                "labels": [request["labels"]],
+                "stack": request["stack"],
+            }
+        return spec | {"stack": request["stack"]}
+
+    def sweep_data(self) -> tuple[str, dict[str, Any] | None]:
+        """A name for the sweep table and DataSpec fields of files on disk."""
+        request = self.source_request()
+        if request["kind"] == "named":
+            return request["name"], None
+        if request["kind"] == "files":
+            return Path(request["images"]).name, self.data_spec()
+        folder = self._write_layers(request)
+        spec = self.data_spec() | {
+            "images": [str(folder / "images")],
+            "labels": [str(folder / "labels")],
+        }
+        return request["names"][0], spec
+
+    def _write_layers(self, request: dict[str, Any]) -> Path:
+        import tifffile
+
+        digest = hashlib.sha1()
+        for array in (*request["images"], *request["labels"]):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        folder = self.session.home / "data" / digest.hexdigest()[:12]
+        for kind in ("images", "labels"):
+            (folder / kind).mkdir(parents=True, exist_ok=True)
+            for k, array in enumerate(request[kind]):
+                path = folder / kind / f"layer_{k:02d}.tif"
+                if not path.exists():
+                    tmp = path.with_suffix(".tmp.tif")
+                    tifffile.imwrite(tmp, np.asarray(array))
+                    tmp.replace(path)
+        return folder
+
+    # -- checking --------------------------------------------------------------------
+
+    def _invalidate(self) -> None:
+        self.summary = None
+        self.result.setText("Not checked yet: press 'Check data'.")
+
+    def run_check(self) -> None:
+        """Count images and objects; a problem becomes one notification."""
+        try:
+            request = self.source_request()
+            if request["kind"] == "arrays":
+                self._show(self._check_arrays(request))
+                return
+        except UserError as error:
+            self._problem(str(error))
+            return
+        self.result.setText("Checking…")
+        self.session.call(
+            "inspect_data",
+            source=request,
+            val_fraction=self.val_fraction.value(),
+            on_done=self._show,
+            on_failed=lambda m, user: (
+                self._problem(m) if user else notify_failure(m, user)
+            ),
+        )
+
+    def _check_arrays(self, request: dict[str, Any]) -> dict[str, Any]:
+        from ..core.data import from_arrays  # numpy only: quick, no torch
+
+        dataset = from_arrays(
+            list(zip(request["images"], request["labels"], strict=True)),
+            request["names"],
+            request["stack"],
+            request["source"],
+        )
+        train, val = dataset.split(self.val_fraction.value(), 0)
+        return {
+            "images": len(dataset),
+            "objects": dataset.n_objects,
+            "train": len(train),
+            "val": len(val),
+            "describe": dataset.describe(),
+        }
+
+    def _show(self, summary: dict[str, Any]) -> None:
+        self.summary = summary
+        self.result.setText(
+            f"{summary['images']} images, {summary['objects']} objects: "
+            f"{summary['train']} for training, {summary['val']} for validation."
+        )
+
+    def _problem(self, message: str) -> None:
+        self.summary = None
+        self.result.setText(f"Problem: {message}")
+        notify_failure(message, True)

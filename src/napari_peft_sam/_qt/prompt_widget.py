@@ -1,0 +1,370 @@
+"""Prompt tester: points and boxes -> masks as you click, beside the base model's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from napari.layers import Image, Labels, Points, Shapes
+from qtpy.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QRadioButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.metrics import matched_iou
+from ._session import session_for
+from .data_widget import LayerCombo
+
+NONE = "(none)"
+POINTS, BOXES = "prompts", "box prompts"
+MASK, BASE_MASK, COMMITTED = "mask (model)", "mask (base model)", "committed objects"
+
+
+def model_request(choice: str, device: str = "auto") -> dict[str, Any]:
+    """The service's description of a model picked in a combo box."""
+    if choice.startswith("run: "):
+        return {"run": choice.removeprefix("run: "), "device": device}
+    return {"name": choice, "device": device}
+
+
+class PromptWidget(QWidget):
+    """Interactive segmentation with any base model or trained run."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.session.providers["prompt"] = self
+        self._sent: dict[str, tuple] = {}  # image key -> (layer data id, generation)
+        self._busy: dict[str, bool] = {}  # mask layer -> request in flight
+        self._dirty: dict[str, bool] = {}
+        self.ious: dict[str, float] = {}
+        self.latencies: list[float] = []
+
+        self.model = QComboBox()
+        self.compare = QCheckBox("compare with")
+        self.base = QComboBox()
+        self.image = LayerCombo(napari_viewer, Image)
+        self.truth = QComboBox()
+        self.positive = QRadioButton("positive")
+        self.negative = QRadioButton("negative")
+        self.positive.setChecked(True)
+        group = QButtonGroup(self)
+        group.addButton(self.positive)
+        group.addButton(self.negative)
+        self.start_button = QPushButton("Start prompting")
+        self.commit_button = QPushButton("Commit object")
+        self.clear_button = QPushButton("Clear prompts")
+        self.auto_button = QPushButton("Segment everything")
+        self.readout = QLabel(
+            "Pick a model and an image, then press 'Start prompting'."
+        )
+        self.readout.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("model", self.model)
+        compare = QHBoxLayout()
+        compare.addWidget(self.compare)
+        compare.addWidget(self.base, 1)
+        form.addRow("", compare)
+        form.addRow("image", self.image)
+        form.addRow("ground truth", self.truth)
+        sign = QHBoxLayout()
+        sign.addWidget(self.positive)
+        sign.addWidget(self.negative)
+        form.addRow("next point", sign)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.commit_button)
+        buttons.addWidget(self.clear_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.start_button)
+        layout.addLayout(buttons)
+        layout.addWidget(self.auto_button)
+        layout.addWidget(self.readout)
+        layout.addStretch()
+
+        self.start_button.clicked.connect(self.start)
+        self.commit_button.clicked.connect(self.commit)
+        self.clear_button.clicked.connect(self.clear)
+        self.auto_button.clicked.connect(self.segment_everything)
+        self.positive.toggled.connect(self._set_sign)
+        self.model.currentTextChanged.connect(lambda *_: self.update_masks())
+        self.compare.toggled.connect(lambda *_: self.update_masks())
+        for event in (
+            napari_viewer.layers.events.inserted,
+            napari_viewer.layers.events.removed,
+        ):
+            event.connect(self._refresh_truth)
+        self._refresh_truth()
+        self.session.models_changed.connect(self._refresh_models)
+        self.session.open_run.connect(self.load_run)
+        self.session.when_ready(lambda _c: self._refresh_models())
+
+    # -- pickers -------------------------------------------------------------------------
+
+    def _refresh_models(self) -> None:
+        catalog = self.session.catalog or {"models": []}
+        current, base = self.model.currentText(), self.base.currentText()
+        names = [f"run: {r}" for r in reversed(self.session.runs)] + catalog["models"]
+        for combo, keep, default in (
+            (self.model, current, "demo"),
+            (self.base, base, "demo"),
+        ):
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names if combo is self.model else catalog["models"])
+            combo.setCurrentText(keep or default)
+            combo.blockSignals(False)
+
+    def _refresh_truth(self, *_) -> None:
+        current = self.truth.currentText()
+        self.truth.clear()
+        names = [lyr.name for lyr in self.viewer.layers if isinstance(lyr, Labels)]
+        ours = {MASK, BASE_MASK, COMMITTED}
+        self.truth.addItems(
+            [
+                NONE,
+                *[n for n in names if n not in ours and not n.startswith("automatic")],
+            ]
+        )
+        self.truth.setCurrentText(current or NONE)
+
+    def load_run(self, run_dir: str) -> None:
+        """Pick a run (from the results table) as the model being tried."""
+        self.session.add_run(run_dir)
+        self._refresh_models()
+        self.model.setCurrentText(f"run: {run_dir}")
+
+    # -- layers --------------------------------------------------------------------------
+
+    def _layer(self, name: str, make):
+        if name not in self.viewer.layers:
+            self.viewer.add_layer(make())
+        return self.viewer.layers[name]
+
+    def start(self) -> None:
+        image = self.image.layer()
+        if image is None:
+            self.session.info("Open an image first (File > Open Sample > PEFT-SAM).")
+            return
+        shape = self._plane(image).shape[:2]
+        points = self._layer(
+            POINTS,
+            lambda: Points(
+                name=POINTS,
+                ndim=2,
+                features={"positive": np.zeros(0, bool)},
+                face_color="positive",
+                face_color_cycle=["#ff3030", "#30d040"],
+                size=max(6, shape[0] // 60),
+            ),
+        )
+        boxes = self._layer(
+            BOXES,
+            lambda: Shapes(
+                name=BOXES,
+                ndim=2,
+                edge_color="#ffd000",
+                face_color="transparent",
+                edge_width=2,
+            ),
+        )
+        for name in (MASK, BASE_MASK, COMMITTED):
+            self._layer(
+                name,
+                lambda n=name: Labels(np.zeros(shape, np.int32), name=n, opacity=0.55),
+            )
+        self.viewer.layers[BASE_MASK].visible = self.compare.isChecked()
+        points.events.data.connect(lambda *_: self.update_masks())
+        boxes.events.data.connect(lambda *_: self.update_masks())
+        self._set_sign(self.positive.isChecked())
+        points.mode = "add"
+        self.viewer.layers.selection.active = points
+        self.readout.setText(
+            "Click objects: positive points in green, negative in red; draw boxes in 'box prompts'."
+        )
+
+    def _set_sign(self, positive: bool) -> None:
+        if POINTS in self.viewer.layers:
+            layer = self.viewer.layers[POINTS]
+            layer.feature_defaults = {"positive": positive}
+            layer.current_face_color = "#30d040" if positive else "#ff3030"
+
+    def _plane(self, layer) -> np.ndarray:
+        """The 2D image (or RGB image) the viewer shows of ``layer`` now."""
+        data = np.asarray(layer.data)
+        extra = layer.ndim - 2
+        if extra <= 0:
+            return data
+        coords = layer.world_to_data(self.viewer.dims.point[-layer.ndim :])
+        index = tuple(
+            int(np.clip(round(c), 0, n - 1))
+            for c, n in zip(coords[:extra], data.shape, strict=False)
+        )
+        return data[index]
+
+    # -- prompts -> masks ----------------------------------------------------------------
+
+    def prompts(self) -> dict[str, Any]:
+        points = self.viewer.layers.get(POINTS, None)
+        boxes = self.viewer.layers.get(BOXES, None)
+        out: dict[str, Any] = {"points": None, "labels": None, "box": None}
+        if points is not None and len(points.data):
+            yx = np.asarray(points.data)[:, -2:]
+            out["points"] = yx[:, ::-1].astype(np.float32)
+            out["labels"] = np.asarray(points.features["positive"], np.int64)
+        if boxes is not None and len(boxes.data):
+            corners = np.asarray(boxes.data[-1])[:, -2:]
+            (y0, x0), (y1, x1) = corners.min(0), corners.max(0)
+            out["box"] = np.array([x0, y0, x1, y1], np.float32)
+        return out
+
+    def _image_key(self) -> str | None:
+        image = self.image.layer()
+        if image is None:
+            return None
+        plane = self._plane(image)
+        step = self.viewer.dims.current_step[: max(image.ndim - 2, 0)]
+        key = f"{image.name}:{id(image.data)}:{step}:{plane.shape}:{float(plane.mean()):.6g}"
+        stamp = (id(image.data), self.session.service.generation)
+        if self._sent.get(key) != stamp:
+            self.session.call("set_image", key=key, image=plane)
+            self._sent[key] = (id(image.data), self.session.service.generation)
+        return key
+
+    def update_masks(self) -> None:
+        if MASK not in self.viewer.layers:
+            return
+        self._request(MASK, self.model.currentText())
+        compare = self.compare.isChecked()
+        if BASE_MASK in self.viewer.layers:
+            self.viewer.layers[BASE_MASK].visible = compare
+        if compare:
+            self._request(BASE_MASK, self.base.currentText())
+
+    def _request(self, layer_name: str, model: str) -> None:
+        if not model:
+            return
+        if self._busy.get(layer_name):
+            self._dirty[layer_name] = True  # the latest prompts win
+            return
+        prompts = self.prompts()
+        if prompts["points"] is None and prompts["box"] is None:
+            if layer_name in self.viewer.layers:  # nothing to ask the model
+                layer = self.viewer.layers[layer_name]
+                layer.data = np.zeros_like(np.asarray(layer.data))
+            return
+        key = self._image_key()
+        if key is None:
+            return
+        import time
+
+        self._busy[layer_name], self._dirty[layer_name] = True, False
+        sent = time.perf_counter()
+
+        def done(mask, layer_name=layer_name, model=model):
+            self.latencies.append(time.perf_counter() - sent)
+            self._show_mask(layer_name, mask)
+            self._next(layer_name, model)
+
+        def failed(message, user, layer_name=layer_name, model=model):
+            from ._session import notify_failure
+
+            notify_failure(message, user)
+            self._busy[layer_name] = False
+
+        self.session.call(
+            "segment",
+            model=model_request(model),
+            key=key,
+            **prompts,
+            on_done=done,
+            on_failed=failed,
+        )
+
+    def _next(self, layer_name: str, model: str) -> None:
+        self._busy[layer_name] = False
+        if self._dirty.get(layer_name):
+            self._request(layer_name, model)
+
+    def _show_mask(self, layer_name: str, mask: np.ndarray) -> None:
+        if layer_name not in self.viewer.layers:
+            return
+        layer = self.viewer.layers[layer_name]
+        layer.data = np.asarray(mask, np.int32) * (1 if layer_name == MASK else 2)
+        self.ious[layer_name] = self._iou(mask)
+        self._readout()
+
+    def _iou(self, mask: np.ndarray) -> float | None:
+        truth = self.truth.currentText()
+        if truth == NONE or truth not in self.viewer.layers or not mask.any():
+            return None
+        labels = self._plane(self.viewer.layers[truth])
+        if labels.shape != mask.shape:
+            return None
+        return matched_iou(mask, labels)[1]
+
+    def _readout(self) -> None:
+        parts = []
+        for name, title in ((MASK, "model"), (BASE_MASK, "base model")):
+            if name in self.viewer.layers and (
+                name == MASK or self.compare.isChecked()
+            ):
+                area = int((np.asarray(self.viewer.layers[name].data) > 0).sum())
+                iou = self.ious.get(name)
+                parts.append(
+                    f"{title}: {area} px" + ("" if iou is None else f", IoU {iou:.3f}")
+                )
+        self.readout.setText(" · ".join(parts))
+
+    # -- objects -------------------------------------------------------------------------
+
+    def commit(self) -> None:
+        if MASK not in self.viewer.layers:
+            return
+        mask = np.asarray(self.viewer.layers[MASK].data) > 0
+        committed = self.viewer.layers[COMMITTED]
+        data = np.asarray(committed.data).copy()
+        data[mask] = data.max() + 1
+        committed.data = data
+        self.clear()
+
+    def clear(self) -> None:
+        for name in (POINTS, BOXES):
+            if name in self.viewer.layers:
+                self.viewer.layers[name].data = []
+        for name in (MASK, BASE_MASK):
+            if name in self.viewer.layers:
+                layer = self.viewer.layers[name]
+                layer.data = np.zeros_like(np.asarray(layer.data))
+
+    def segment_everything(self) -> None:
+        key = self._image_key()
+        if key is None:
+            self.session.info("Pick an image layer first.")
+            return
+        self.readout.setText("Segmenting the whole image…")
+        self.session.call(
+            "automatic",
+            model=model_request(self.model.currentText()),
+            key=key,
+            on_done=self._show_automatic,
+        )
+
+    def _show_automatic(self, result: dict) -> None:
+        name = f"automatic ({result['kind']})"
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = result["labels"]
+        else:
+            self.viewer.add_labels(result["labels"], name=name, opacity=0.6)
+        n = len(np.unique(result["labels"])) - 1
+        self.readout.setText(f"{n} objects found automatically ({result['kind']}).")

@@ -1,0 +1,494 @@
+"""The model service: a child process that holds torch, micro-sam and the models.
+
+The napari plugin never trains, evaluates or prompts in its own process. A
+CUDA out-of-memory or a segfault in training would take napari down with it,
+and importing torchvision after napari has created its OpenGL canvas segfaults
+under Mesa software OpenGL. So the GUI starts this module as a fresh
+interpreter (``python -m napari_peft_sam.core.service``), talks to it over a
+local authenticated connection and renders the events that come back.
+
+Protocol (pickled tuples):
+
+- request ``(job, op, kwargs)``; ``op`` names a function in :data:`OPS`;
+  ``(job, "stop", {})`` asks job ``job`` to finish after its current step;
+- replies ``(job, "event", payload)`` for every event a generator op yields,
+  then ``(job, "done", value)`` or ``(job, "error", (message, is_user_error))``.
+
+Requests run one after another on the main thread; a listener thread takes
+stop requests at once. Nothing here imports napari or Qt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import queue
+import threading
+import traceback
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UserError
+from .events import StopToken
+
+OPS: dict[str, Any] = {}
+PROMPT_METRICS = ["single point", "single box", "ip", "ib"]
+
+
+def op(function):
+    """Register ``function`` as a service operation."""
+    OPS[function.__name__] = function
+    return function
+
+
+class _State:
+    """What the service keeps between requests: images and loaded models."""
+
+    images: dict[str, np.ndarray] = {}
+    segmenters: OrderedDict[str, Any] = OrderedDict()
+
+
+# -- catalog and descriptions ---------------------------------------------------------
+
+
+@op
+def catalog() -> dict[str, Any]:
+    """Everything the GUI's pickers offer, from the one source of truth each."""
+    import torch
+
+    from .benchmarks import BENCHMARKS
+    from .data import SAMPLE_DOMAINS
+    from .methods import available_methods, get_method
+    from .models import available_models
+    from .presets import PRESETS
+
+    return {
+        "methods": [get_method(m).config_cls.describe() for m in available_methods()],
+        "models": available_models(),
+        "presets": {name: PRESETS[name] for name in PRESETS},
+        "benchmarks": list(BENCHMARKS),
+        "samples": list(SAMPLE_DOMAINS),
+        "devices": ["cpu"] + (["cuda"] if torch.cuda.is_available() else []),
+        "train_defaults": _train_defaults(),
+    }
+
+
+def _train_defaults() -> dict[str, Any]:
+    import dataclasses
+
+    from .config import TrainConfig
+
+    return dataclasses.asdict(TrainConfig())
+
+
+@op
+def describe_model(
+    model: str, method: dict, train: dict, checkpoint: str | None = None
+) -> dict[str, Any]:
+    """Trainable and total parameters and a GPU memory estimate, without weights."""
+    import torch
+
+    from .budget import estimate_training_memory
+    from .config import TrainConfig
+    from .methods import apply_method, config_from_dict, count_trainable
+    from .models import architecture_of, build_sam
+
+    arch = architecture_of(model)
+    cfg = config_from_dict(method)
+    train_cfg = TrainConfig(**train)
+    with torch.device("meta"):  # shapes only: instant even for vit_h
+        sam = build_sam(arch)
+        apply_method(sam, cfg)
+    total = sum(p.numel() for p in sam.parameters())
+    trainable = count_trainable(sam)
+    encoder_trainable = count_trainable(sam.image_encoder)
+    return {
+        "total": total,
+        "trainable": trainable,
+        "encoder_trainable": encoder_trainable,
+        "memory_mb": estimate_training_memory(arch, sam, train_cfg),
+    }
+
+
+# -- data -----------------------------------------------------------------------------
+
+
+def dataset_from(source: dict[str, Any]):
+    """The Dataset a GUI data source names (layers' arrays, folders, names)."""
+    from .data import from_arrays, load_dataset
+
+    kind = source["kind"]
+    if kind == "arrays":
+        return from_arrays(
+            list(zip(source["images"], source["labels"], strict=True)),
+            source.get("names"),
+            source.get("stack", False),
+            source.get("source", "napari layers"),
+        )
+    if kind == "files":
+        return load_dataset(
+            images=source["images"], labels=source["labels"], stack=source.get("stack")
+        )
+    return load_dataset(source["name"])
+
+
+@op
+def inspect_data(source: dict[str, Any], val_fraction: float = 0.2) -> dict[str, Any]:
+    """How many images and objects a source holds, and its split."""
+    dataset = dataset_from(source)
+    train, val = dataset.split(val_fraction, 0)
+    return {
+        "images": len(dataset),
+        "objects": dataset.n_objects,
+        "train": len(train),
+        "val": len(val),
+        "describe": dataset.describe(),
+    }
+
+
+def _materialise(source: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Layer arrays -> TIFFs in the run folder, so the CLI can reproduce the run."""
+    import io
+
+    import tifffile
+
+    from .checkpoints import atomic_write
+
+    folder = run_dir / "data"
+    images, labels = [], []
+    for k, (image, label) in enumerate(
+        zip(source["images"], source["labels"], strict=True)
+    ):
+        for kind, array, out in (("images", image, images), ("labels", label, labels)):
+            path = folder / kind / f"layer_{k:02d}.tif"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            buffer = io.BytesIO()
+            tifffile.imwrite(buffer, np.asarray(array), compression="zlib")
+            atomic_write(path, lambda f, b=buffer: f.write(b.getvalue()))
+            out.append(str(path))
+    return {"images": images, "labels": labels, "stack": source.get("stack", False)}
+
+
+# -- training -------------------------------------------------------------------------
+
+
+@op
+def train(
+    config: dict,
+    run_dir: str,
+    source: dict[str, Any] | None = None,
+    storage: str | None = None,
+    study: str = "gui",
+    metrics: list[str] | None = None,
+    stop: StopToken | None = None,
+):
+    """Train, then evaluate on the held-out split and record the run in the store."""
+    from .config import RunConfig
+    from .evaluation import evaluate_model
+    from .sweep import record_run
+    from .training import train as train_run
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dataset = None
+    if source is not None and source["kind"] == "arrays":
+        dataset = dataset_from(source)  # checks before anything is written
+        config["data"].update(_materialise(source, run_dir))
+    run = RunConfig.from_dict(config)
+    result = yield from train_run(run, run_dir, stop=stop, dataset=dataset)
+    if result.stopped and stop is not None and stop.is_set():
+        return {"run_dir": str(run_dir), "stopped": True, "steps": result.steps}
+    from .training import split_data
+
+    _, held_out = split_data(run, dataset)
+    metrics = metrics or PROMPT_METRICS + (["ais"] if run.train.with_decoder else [])
+    evaluation = yield from evaluate_model(
+        held_out, metrics, run_dir=run_dir, device=run.train.device
+    )
+    from .checkpoints import read_card
+
+    card = read_card(run_dir)
+    row = {
+        "metrics": evaluation.metrics,
+        "trainable_parameters": card["trainable_parameters"],
+        "train_time_s": result.train_time_s,
+        "peak_memory_mb": result.peak_memory_mb,
+        "iterations": result.steps,
+    }
+    name = source.get("source") or source.get("name") if source else None
+    name = _short(name or run.data.describe())
+    if storage:
+        params = {"dataset": name, "model": run.model.name}
+        params |= {"lr": run.train.lr, **_knob_values(run.method)}
+        record_run(
+            storage,
+            study,
+            params,
+            row,
+            {
+                "run_dir": str(run_dir),
+                "dataset": name,
+                "model": run.model.name,
+                "method": run.method.method,
+                "hyperparameters": run.method.to_dict() | {"lr": run.train.lr},
+            },
+        )
+    return {"run_dir": str(run_dir), "stopped": False, **row}
+
+
+def _knob_values(method) -> dict[str, Any]:
+    values = method.to_dict()
+    values.pop("method")
+    return {k: v for k, v in values.items() if not k.startswith("freeze_")}
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# -- prompting ------------------------------------------------------------------------
+
+
+def _segmenter(model: dict[str, Any]):
+    """A cached Segmenter (and AIS decoder) for a base model or a run folder."""
+    from .inference import Segmenter
+    from .training import resolve_device
+
+    key = repr(sorted(model.items()))
+    if key in _State.segmenters:
+        _State.segmenters.move_to_end(key)
+        return _State.segmenters[key]
+    device = resolve_device(model.get("device", "auto"))
+    decoder = None
+    if model.get("run"):
+        from .checkpoints import load_run
+        from .decoder import load_adapter_decoder
+
+        sam, _ = load_run(model["run"], model.get("tag", "best"))
+        decoder = load_adapter_decoder(
+            model["run"], sam, model.get("tag", "best"), device
+        )
+    else:
+        from .models import load_base_model
+
+        sam, _ = load_base_model(model["name"], model.get("checkpoint"))
+    _State.segmenters[key] = (Segmenter(sam, device), decoder)
+    while len(_State.segmenters) > 4:  # a base model, runs being compared
+        _State.segmenters.popitem(last=False)
+    return _State.segmenters[key]
+
+
+@op
+def set_image(key: str, image: np.ndarray) -> list[int]:
+    """Keep ``image`` (normalised as in training) for prompts under ``key``."""
+    from .data import normalize_image
+
+    _State.images[key] = normalize_image(np.asarray(image), "the image layer")
+    if len(_State.images) > 8:
+        _State.images.pop(next(iter(_State.images)))
+    return list(_State.images[key].shape[:2])
+
+
+def _image(key: str) -> np.ndarray:
+    if key not in _State.images:
+        raise UserError("The image is no longer loaded; pick the image layer again.")
+    return _State.images[key]
+
+
+@op
+def segment(
+    model: dict[str, Any],
+    key: str,
+    points: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    box: np.ndarray | None = None,
+) -> np.ndarray:
+    """One object's mask from points ((x, y), label 1/0) and an optional box."""
+    segmenter, _ = _segmenter(model)
+    return segmenter.segment(_image(key), points, labels, box, key=key)
+
+
+@op
+def automatic(model: dict[str, Any], key: str) -> dict[str, Any]:
+    """Every object: ais where the model has a decoder, amg otherwise."""
+    from .automatic import segmentations
+
+    segmenter, decoder = _segmenter(model)
+    kind = "ais" if decoder is not None else "amg"
+    image = _image(key)
+    segmenter.embed(image, key)
+    (labels,) = segmentations(kind, segmenter, image, decoder)
+    return {"kind": kind, "labels": labels}
+
+
+# -- results and sweeps ---------------------------------------------------------------
+
+
+@op
+def rows(storage: str) -> list[dict[str, Any]]:
+    from .results import rows as table_rows
+
+    if "://" not in storage and not Path(storage).exists():
+        return []
+    return table_rows(storage)
+
+
+@op
+def render_table(table: list[dict], fmt: str = "markdown") -> str:
+    from .results import markdown, to_csv
+
+    return markdown(table) if fmt == "markdown" else to_csv(table)
+
+
+@op
+def plan_sweep(spec: dict[str, Any]) -> dict[str, Any]:
+    """A sweep's points (validated) and its parameter names."""
+    from .sweep import SweepSpec
+
+    sweep = SweepSpec.from_dict(spec)
+    return {"points": sweep.points(), "params": sweep.param_names()}
+
+
+@op
+def sweep(
+    spec: dict[str, Any],
+    storage: str,
+    runs: str,
+    executor: str = "inline",
+    workers: int = 1,
+    options: dict | None = None,
+    stop: StopToken | None = None,
+):
+    """Run a sweep: here, step by step with events, or as jobs that are polled."""
+    from .sweep import SweepSpec, run_worker
+
+    sweep_spec = SweepSpec.from_dict(spec)
+    if executor == "inline":
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        done: list = []
+
+        def work():
+            try:
+                done.append(
+                    run_worker(
+                        storage,
+                        sweep_spec,
+                        runs,
+                        stop=stop,
+                        on_event=lambda n, e: events.put((n, e)),
+                    )
+                )
+            except BaseException as error:  # surfaced on the service's thread
+                done.append(error)
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        while worker.is_alive() or not events.empty():
+            try:
+                trial, event = events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            yield {"trial": trial, "event": event}
+        if isinstance(done[0], BaseException):
+            raise done[0]
+        return {"ran": done[0]}
+    return (
+        yield from _sweep_jobs(
+            sweep_spec, storage, runs, executor, workers, options, stop
+        )
+    )
+
+
+def _sweep_jobs(spec, storage, runs, executor, workers, options, stop):
+    import time
+
+    from .executors import cancel, launch
+
+    jobs = launch(spec, storage, runs, executor, workers, options=options)
+    while not all(job.done() for job in jobs):
+        if stop is not None and stop.is_set():
+            cancel(storage, spec.name)
+            return {"cancelled": len(jobs)}
+        yield {"jobs": [str(job.job_id) for job in jobs]}
+        time.sleep(1.0)
+    return {"ran": len(jobs)}
+
+
+# -- the server loop ------------------------------------------------------------------
+
+
+def handle(conn, job: int, name: str, kwargs: dict, tokens: dict) -> None:
+    """Run one request and send its events and its outcome."""
+    function = OPS.get(name)
+    try:
+        if function is None:
+            raise UserError(f"The model service has no operation {name!r}.")
+        if "stop" in inspect.signature(function).parameters:
+            kwargs["stop"] = tokens.setdefault(job, StopToken())
+        result = function(**kwargs)
+        if inspect.isgenerator(result):
+            while True:
+                try:
+                    conn.send((job, "event", next(result)))
+                except StopIteration as end:
+                    result = end.value
+                    break
+        conn.send((job, "done", result))
+    except UserError as error:
+        conn.send((job, "error", (str(error), True)))
+    except Exception as error:  # reported, the service lives on
+        detail = traceback.format_exc(limit=-3)
+        conn.send((job, "error", (f"{type(error).__name__}: {error}\n{detail}", False)))
+    finally:
+        tokens.pop(job, None)
+
+
+def serve(conn) -> None:
+    """Answer requests until the GUI closes the connection."""
+    requests: queue.SimpleQueue = queue.SimpleQueue()
+    tokens: dict[int, StopToken] = {}
+
+    def listen():
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                requests.put(None)
+                return
+            job, name, kwargs = message
+            if name == "stop":
+                tokens.setdefault(job, StopToken()).stop()
+            else:
+                tokens.setdefault(job, StopToken())
+                requests.put(message)
+
+    threading.Thread(target=listen, daemon=True).start()
+    while (message := requests.get()) is not None:
+        job, name, kwargs = message
+        if tokens.get(job) is not None and tokens[job].is_set():
+            conn.send((job, "done", {"stopped": True, "before_start": True}))
+            continue
+        handle(conn, job, name, kwargs, tokens)
+
+
+def main(argv=None) -> None:
+    from multiprocessing.connection import Client
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--address", required=True, help="host:port of the GUI")
+    args = parser.parse_args(argv)
+    host, port = args.address.rsplit(":", 1)
+    authkey = bytes.fromhex(os.environ.pop("NAPARI_PEFT_SAM_SERVICE_KEY"))
+    conn = Client((host, int(port)), authkey=authkey)
+    try:
+        serve(conn)
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    main()
