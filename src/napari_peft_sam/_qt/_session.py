@@ -9,6 +9,7 @@ from typing import Any
 
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import QApplication
 
 from ._service import Job, ServiceClient
 
@@ -57,7 +58,8 @@ class Session(QObject):
         self.speeds: dict[str, float] = {}
         self.providers: dict[str, Any] = {}  # "data", "model": the widgets' state
         self._catalog_job = self.call("catalog", on_done=self._on_catalog)
-        viewer.window._qt_window.destroyed.connect(lambda *_: self.close())
+        # the service also exits by itself when this process ends (its pipe closes)
+        QApplication.instance().aboutToQuit.connect(self.close)
 
     # -- service ---------------------------------------------------------------------
 
@@ -107,6 +109,7 @@ class Session(QObject):
 
 def session_for(viewer) -> Session:
     """The session of ``viewer`` (created with the first widget)."""
+    viewer = getattr(viewer, "__wrapped__", viewer)  # plugins get a public-only proxy
     if viewer not in _SESSIONS:
         _SESSIONS[viewer] = Session(viewer)
     return _SESSIONS[viewer]

@@ -212,11 +212,14 @@ class PromptWidget(QWidget):
         )
         return data[index]
 
+    def _find(self, name: str):
+        """The layer called ``name``, or None (the viewer proxy has no ``get``)."""
+        return self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401
+
     # -- prompts -> masks ----------------------------------------------------------------
 
     def prompts(self) -> dict[str, Any]:
-        points = self.viewer.layers.get(POINTS, None)
-        boxes = self.viewer.layers.get(BOXES, None)
+        points, boxes = self._find(POINTS), self._find(BOXES)
         out: dict[str, Any] = {"points": None, "labels": None, "box": None}
         if points is not None and len(points.data):
             yx = np.asarray(points.data)[:, -2:]
