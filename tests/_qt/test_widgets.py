@@ -141,7 +141,10 @@ def test_two_point_sweep_inline_adds_two_rows(docked, qtbot):
     sweep.fill_custom()
     grid = {"rank": [2, 4], "iterations": [4]}
     sweep.set_grid(grid)
-    assert sweep.estimate.text().startswith("<b>2 runs</b>")
+    assert (
+        sweep.estimate.text().startswith("<b>2 runs</b>")
+        and "here" in sweep.estimate.text()
+    )
     qtbot.mouseClick(sweep.start_button, Qt.LeftButton)
     wait_until(qtbot, lambda: sweep.job is not None and sweep.job.finished, 300)
     assert sweep.job.error is None

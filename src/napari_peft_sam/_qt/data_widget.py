@@ -239,7 +239,7 @@ class DataWidget(QWidget):
             "images": [str(folder / "images")],
             "labels": [str(folder / "labels")],
         }
-        return request["names"][0], spec
+        return request["source"], spec
 
     def _write_layers(self, request: dict[str, Any]) -> Path:
         import tifffile

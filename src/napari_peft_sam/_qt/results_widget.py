@@ -68,11 +68,10 @@ class ResultsWidget(QWidget):
         self.rows: list[dict[str, Any]] = []
         self.visible_rows: list[dict[str, Any]] = []
 
-        self.filters = {k: QComboBox() for k in ("dataset", "method", "model")}
+        self.filters = {k: QComboBox() for k in ("study", "dataset", "method", "model")}
         self.table = QTableWidget()
         self.table.setSortingEnabled(True)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.table.setAlternatingRowColors(True)
         self.table.verticalHeader().setVisible(False)
         self.table.setMinimumHeight(180)
         self.refresh_button = QPushButton("Refresh")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from qtpy.QtCore import QTimer
@@ -10,6 +11,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
     QGroupBox,
+    QHeaderView,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -106,7 +108,9 @@ class SweepWidget(QWidget):
         self.stop_button.setEnabled(False)
         self.progress = QTableWidget(0, 4)
         self.progress.setHorizontalHeaderLabels(["trial", "values", "state", "result"])
-        self.progress.horizontalHeader().setStretchLastSection(True)
+        header = self.progress.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.Stretch)
         self.progress.verticalHeader().setVisible(False)
         self.progress.setMinimumHeight(120)
         self.status = QLabel()
@@ -250,9 +254,8 @@ class SweepWidget(QWidget):
             for k, v in settings.items()
             if k not in grid and k != "device" and v is not None
         }
-        tag = f"{method['method']}-{spec_model['name']}-{dataset}".replace(
-            " ", "_"
-        ).replace("+", "")
+        where = re.sub(r"[^A-Za-z0-9]+", "-", dataset.removeprefix("napari layers "))
+        tag = f"{method['method']}-{spec_model['name']}-{where.strip('-')[:40]}"
         return {
             "name": f"gui-{tag}",
             "dataset": dataset,
@@ -427,7 +430,6 @@ class SweepWidget(QWidget):
                 (str(trial), state["values"], state["state"], state["result"])
             ):
                 self.progress.setItem(i, j, QTableWidgetItem(text))
-        self.progress.resizeColumnsToContents()
 
     def _finish(self) -> None:
         self._poll.stop()

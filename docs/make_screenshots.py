@@ -1,0 +1,122 @@
+"""Regenerate the user guide's screenshots from a real session on the sample data.
+
+    xvfb-run -a python docs/make_screenshots.py [--out docs/images] [--quick]
+
+It opens napari as ``napari-peft-sam gui`` does, checks the organoid layers,
+fine-tunes the demo model with LoRA, runs a 2 x 2 sweep here, prompts with a
+point next to the base model and segments an image automatically, then saves
+one PNG per widget and one of the whole window. Runs take a few minutes on
+two CPU cores (``--quick`` shortens training for a smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv=None) -> list[Path]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "images")
+    parser.add_argument("--quick", action="store_true", help="few steps (tests)")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault(
+        "NAPARI_PEFT_SAM_HOME", tempfile.mkdtemp(prefix="peft-sam-docs-")
+    )
+
+    from qtpy.QtWidgets import QApplication
+
+    from napari_peft_sam._qt.launch import launch
+
+    viewer, w = launch(sample="organoids", run=False)
+    viewer.window._qt_window.resize(1700, 1100)
+    viewer.dims.set_current_step(0, 2)
+    app = QApplication.instance()
+
+    def wait(condition, timeout_s=900.0):
+        end = time.time() + timeout_s
+        while time.time() < end and not condition():
+            app.processEvents()
+            time.sleep(0.02)
+        if not condition():
+            raise TimeoutError("the session did not reach the expected state")
+
+    session = w["Data"].session
+    wait(lambda: session.catalog is not None)
+    w["Data"].run_check()
+    model = w["Model and method"]
+    model.model.setCurrentText("demo")
+    model.method.setCurrentText("lora")
+    model.form.editors["rank"].setValue(4)
+    wait(lambda: model.estimate is not None)
+
+    steps = 20 if args.quick else 300
+    train = w["Train"]
+    train.iterations.setValue(steps)
+    train.val_interval.setValue(max(steps // 6, 1))
+    train.start()
+    wait(lambda: train.last_result is not None)
+
+    sweep = w["Sweep"]
+    sweep.preset.setCurrentText("custom (from Data and Model)")
+    sweep.fill_custom()
+    sweep.set_grid(
+        {"rank": [2, 8], "alpha": [1, 4], "iterations": [10 if args.quick else 80]}
+    )
+    sweep.start()
+    wait(lambda: sweep.job is not None and sweep.job.finished)
+    results = w["Results"]
+    results.refresh()
+    wait(lambda: len(results.rows) >= 5, 60)
+    results.metric.setCurrentText("single box")
+    results.x_param.setCurrentText("alpha")
+    results.y_param.setCurrentText("rank")
+
+    prompt = w["Prompt tester"]
+    prompt.load_run(train.last_result["run_dir"])
+    prompt.image.setCurrentText("organoids images")
+    prompt.truth.setCurrentText("organoids labels")
+    prompt.compare.setChecked(True)
+    prompt.base.setCurrentText("demo")
+    prompt.start()
+    labels = viewer.layers["organoids labels"].data[2]
+    ids, counts = np.unique(labels[labels > 0], return_counts=True)
+    ys, xs = np.nonzero(labels == ids[np.argmax(counts)])
+    viewer.layers["prompts"].add([[np.median(ys), np.median(xs)]])
+    wait(lambda: len(prompt.latencies) >= 2, 120)
+    prompt.segment_everything()
+    wait(lambda: any(lyr.name.startswith("automatic") for lyr in viewer.layers), 300)
+    viewer.layers["organoids labels"].visible = False
+    viewer.layers.selection.active = viewer.layers["prompts"]
+
+    docks = viewer.window._dock_widgets
+    written = []
+    for name, widget in w.items():
+        docks[name].raise_()
+        for _ in range(20):
+            app.processEvents()
+            time.sleep(0.02)
+        path = args.out / f"{name.lower().replace(' ', '_')}.png"
+        widget.grab().save(str(path))
+        written.append(path)
+    docks["Train"].raise_()
+    docks["Prompt tester"].raise_()
+    app.processEvents()
+    path = args.out / "window.png"
+    viewer.screenshot(str(path), canvas_only=False)
+    written.append(path)
+    session.close()
+    viewer.close()
+    for path in written:
+        print(path)
+    return written
+
+
+if __name__ == "__main__":
+    main()
