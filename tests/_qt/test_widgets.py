@@ -154,6 +154,15 @@ def test_two_point_sweep_inline_adds_two_rows(docked, qtbot):
     assert sorted(r["params"]["rank"] for r in results.rows) == [2, 4]
     assert all(r["status"] == "complete" for r in results.rows)
     assert results.heatmap.cells  # rank on one axis
+    csv_path = Path(sweep.session.home) / "table.csv"
+    results.export("csv", str(csv_path))
+    wait_until(qtbot, csv_path.exists, 30)
+    assert len(csv_path.read_text().strip().splitlines()) == 3  # header + 2 runs
+    md_path = csv_path.with_suffix(".md")
+    results.export("markdown", str(md_path))
+    wait_until(qtbot, md_path.exists, 30)
+    table = [line for line in md_path.read_text().splitlines() if line.startswith("|")]
+    assert "rank" in table[0] and len(table) == 4  # header, rule, 2 runs
 
 
 def test_labels_of_the_wrong_shape_notify(docked, qtbot):
