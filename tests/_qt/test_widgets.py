@@ -83,9 +83,10 @@ def test_train_from_layers_adds_a_results_row(docked, qtbot):
     )
     assert len(train.loss_plot.series["loss"]) == 12
     prompt = widgets["Prompt tester"]
-    assert prompt.model.findText(f"run: {run_dir}") >= 0  # pickable as a model
+    assert prompt.model.findData(str(run_dir)) >= 0  # pickable as a model
+    assert prompt.model.findText(f"run: {run_dir.name}") >= 0
     results.table.cellDoubleClicked.emit(0, 0)
-    assert prompt.model.currentText() == f"run: {run_dir}"
+    assert prompt.model.currentData() == str(run_dir)
 
 
 def test_stop_mid_run_leaves_a_checkpoint(docked, qtbot):

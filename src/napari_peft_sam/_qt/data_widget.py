@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QSizePolicy,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -50,7 +51,8 @@ class LayerCombo(QComboBox):
         if current in names:
             self.setCurrentText(current)
         self.blockSignals(False)
-        self.currentTextChanged.emit(self.currentText())
+        if self.currentText() != current:
+            self.currentTextChanged.emit(self.currentText())
 
     def layer(self):
         name = self.currentText()
@@ -111,11 +113,12 @@ class DataWidget(QWidget):
                 else None
             )
         )
+        self.pages.addWidget(layers)
+        self.pages.addWidget(folders)
         for page, widget in ((QWidget(), self.sample), (QWidget(), self.benchmark)):
             QFormLayout(page).addRow("name", widget)
             self.pages.addWidget(page)
-        self.pages.insertWidget(0, layers)
-        self.pages.insertWidget(1, folders)
+        self.pages.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Maximum)
         self.val_fraction = QDoubleSpinBox()
         self.val_fraction.setRange(0.05, 0.9)
         self.val_fraction.setSingleStep(0.05)
@@ -146,6 +149,7 @@ class DataWidget(QWidget):
         self._guess_stack()
         if not any(isinstance(lyr, Image) for lyr in napari_viewer.layers):
             self.source.setCurrentText("sample data")
+        self.pages.setCurrentIndex(self.source.currentIndex())
 
     def _guess_stack(self, *_) -> None:
         layer = self.image_layer.layer()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from napari.layers import Image, Labels, Points, Shapes
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -29,10 +31,15 @@ MASK, BASE_MASK, COMMITTED = "mask (model)", "mask (base model)", "committed obj
 
 
 def model_request(choice: str, device: str = "auto") -> dict[str, Any]:
-    """The service's description of a model picked in a combo box."""
-    if choice.startswith("run: "):
-        return {"run": choice.removeprefix("run: "), "device": device}
+    """The service's description of a model: a run folder or a base model name."""
+    if Path(choice).is_absolute():
+        return {"run": choice, "device": device}
     return {"name": choice, "device": device}
+
+
+def chosen(combo: QComboBox) -> str:
+    """A model combo's choice: the run folder behind 'run: NAME', else the name."""
+    return combo.currentData() or combo.currentText()
 
 
 class PromptWidget(QWidget):
@@ -68,6 +75,8 @@ class PromptWidget(QWidget):
             "Pick a model and an image, then press 'Start prompting'."
         )
         self.readout.setWordWrap(True)
+        self.auto_readout = QLabel()
+        self.auto_readout.setWordWrap(True)
 
         form = QFormLayout()
         form.addRow("model", self.model)
@@ -90,6 +99,7 @@ class PromptWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.auto_button)
         layout.addWidget(self.readout)
+        layout.addWidget(self.auto_readout)
         layout.addStretch()
 
         self.start_button.clicked.connect(self.start)
@@ -113,16 +123,17 @@ class PromptWidget(QWidget):
 
     def _refresh_models(self) -> None:
         catalog = self.session.catalog or {"models": []}
-        current, base = self.model.currentText(), self.base.currentText()
-        names = [f"run: {r}" for r in reversed(self.session.runs)] + catalog["models"]
-        for combo, keep, default in (
-            (self.model, current, "demo"),
-            (self.base, base, "demo"),
-        ):
+        for combo, runs in ((self.model, True), (self.base, False)):
+            keep = chosen(combo) or "demo"
             combo.blockSignals(True)
             combo.clear()
-            combo.addItems(names if combo is self.model else catalog["models"])
-            combo.setCurrentText(keep or default)
+            if runs:
+                for run in reversed(self.session.runs):
+                    combo.addItem(f"run: {Path(run).name}", run)
+                    combo.setItemData(combo.count() - 1, run, Qt.ToolTipRole)
+            combo.addItems(catalog["models"])
+            index = combo.findData(keep)
+            combo.setCurrentIndex(index if index >= 0 else max(combo.findText(keep), 0))
             combo.blockSignals(False)
 
     def _refresh_truth(self, *_) -> None:
@@ -142,7 +153,7 @@ class PromptWidget(QWidget):
         """Pick a run (from the results table) as the model being tried."""
         self.session.add_run(run_dir)
         self._refresh_models()
-        self.model.setCurrentText(f"run: {run_dir}")
+        self.model.setCurrentIndex(self.model.findData(run_dir))
 
     # -- layers --------------------------------------------------------------------------
 
@@ -247,12 +258,12 @@ class PromptWidget(QWidget):
     def update_masks(self) -> None:
         if MASK not in self.viewer.layers:
             return
-        self._request(MASK, self.model.currentText())
+        self._request(MASK, chosen(self.model))
         compare = self.compare.isChecked()
         if BASE_MASK in self.viewer.layers:
             self.viewer.layers[BASE_MASK].visible = compare
         if compare:
-            self._request(BASE_MASK, self.base.currentText())
+            self._request(BASE_MASK, chosen(self.base))
 
     def _request(self, layer_name: str, model: str) -> None:
         if not model:
@@ -355,10 +366,10 @@ class PromptWidget(QWidget):
         if key is None:
             self.session.info("Pick an image layer first.")
             return
-        self.readout.setText("Segmenting the whole image…")
+        self.auto_readout.setText("Segmenting the whole image…")
         self.session.call(
             "automatic",
-            model=model_request(self.model.currentText()),
+            model=model_request(chosen(self.model)),
             key=key,
             on_done=self._show_automatic,
         )
@@ -370,4 +381,6 @@ class PromptWidget(QWidget):
         else:
             self.viewer.add_labels(result["labels"], name=name, opacity=0.6)
         n = len(np.unique(result["labels"])) - 1
-        self.readout.setText(f"{n} objects found automatically ({result['kind']}).")
+        self.auto_readout.setText(
+            f"Segment everything: {n} objects ({result['kind']})."
+        )
