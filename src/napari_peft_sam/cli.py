@@ -597,6 +597,10 @@ class DemoCommand(Command):
         print(
             f"print them again any time: napari-peft-sam report --storage {out['storage']}"
         )
+        print(
+            f"open them in napari (table, heatmap, prompt tester): "
+            f"napari-peft-sam gui --home {args.workdir}"
+        )
         return 0
 
 
