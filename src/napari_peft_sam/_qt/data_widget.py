@@ -290,22 +290,9 @@ class DataWidget(QWidget):
         )
 
     def _check_arrays(self, request: dict[str, Any]) -> dict[str, Any]:
-        from ..core.data import from_arrays  # numpy only: quick, no torch
+        from ..core.data import from_request  # numpy only: quick, no torch
 
-        dataset = from_arrays(
-            list(zip(request["images"], request["labels"], strict=True)),
-            request["names"],
-            request["stack"],
-            request["source"],
-        )
-        train, val = dataset.split(self.val_fraction.value(), 0)
-        return {
-            "images": len(dataset),
-            "objects": dataset.n_objects,
-            "train": len(train),
-            "val": len(val),
-            "describe": dataset.describe(),
-        }
+        return from_request(request).summary(self.val_fraction.value())
 
     def _show(self, summary: dict[str, Any]) -> None:
         self.summary = summary

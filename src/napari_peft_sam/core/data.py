@@ -61,6 +61,17 @@ class Dataset(Sequence[Sample]):
     def describe(self) -> str:
         return f"{len(self)} images, {self.n_objects} objects ({self.source})"
 
+    def summary(self, val_fraction: float = 0.2, seed: int = 0) -> dict:
+        """Counts a user sees before training: images, objects and the split."""
+        train, val = self.split(val_fraction, seed)
+        return {
+            "images": len(self),
+            "objects": self.n_objects,
+            "train": len(train),
+            "val": len(val),
+            "describe": self.describe(),
+        }
+
     def split(
         self, val_fraction: float = 0.2, seed: int = 0
     ) -> tuple[Dataset, Dataset]:
@@ -348,6 +359,28 @@ def load_dataset(
     if images is None or labels is None:
         raise UserError("Name a dataset, or give both images and labels.")
     return from_files(images, labels, image_key, label_key, stack)
+
+
+def from_request(source: dict) -> Dataset:
+    """The dataset a GUI request names: layers' arrays, files, or a name.
+
+    ``source["kind"]`` is ``arrays`` (``images``, ``labels``, ``names``,
+    ``stack``, ``source``), ``files`` (``images``, ``labels``, ``stack``) or
+    ``named`` (``name``: sample data or a benchmark).
+    """
+    kind = source["kind"]
+    if kind == "arrays":
+        return from_arrays(
+            list(zip(source["images"], source["labels"], strict=True)),
+            source.get("names"),
+            source.get("stack", False),
+            source.get("source", "napari layers"),
+        )
+    if kind == "files":
+        return load_dataset(
+            images=source["images"], labels=source["labels"], stack=source.get("stack")
+        )
+    return load_dataset(source["name"])
 
 
 # -- tiles and patches ---------------------------------------------------------

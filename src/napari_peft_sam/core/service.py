@@ -117,37 +117,12 @@ def describe_model(
 # -- data -----------------------------------------------------------------------------
 
 
-def dataset_from(source: dict[str, Any]):
-    """The Dataset a GUI data source names (layers' arrays, folders, names)."""
-    from .data import from_arrays, load_dataset
-
-    kind = source["kind"]
-    if kind == "arrays":
-        return from_arrays(
-            list(zip(source["images"], source["labels"], strict=True)),
-            source.get("names"),
-            source.get("stack", False),
-            source.get("source", "napari layers"),
-        )
-    if kind == "files":
-        return load_dataset(
-            images=source["images"], labels=source["labels"], stack=source.get("stack")
-        )
-    return load_dataset(source["name"])
-
-
 @op
 def inspect_data(source: dict[str, Any], val_fraction: float = 0.2) -> dict[str, Any]:
     """How many images and objects a source holds, and its split."""
-    dataset = dataset_from(source)
-    train, val = dataset.split(val_fraction, 0)
-    return {
-        "images": len(dataset),
-        "objects": dataset.n_objects,
-        "train": len(train),
-        "val": len(val),
-        "describe": dataset.describe(),
-    }
+    from .data import from_request
+
+    return from_request(source).summary(val_fraction)
 
 
 def _materialise(source: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -196,7 +171,9 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     dataset = None
     if source is not None and source["kind"] == "arrays":
-        dataset = dataset_from(source)  # checks before anything is written
+        from .data import from_request
+
+        dataset = from_request(source)  # checks before anything is written
         config["data"].update(_materialise(source, run_dir))
     run = RunConfig.from_dict(config)
     result = yield from train_run(run, run_dir, stop=stop, dataset=dataset)
