@@ -4,7 +4,7 @@ Real SAM weights cannot be downloaded everywhere, so the project trains its own
 small model of the same structure (image encoder, prompt encoder, mask
 decoder), with the micro-sam objective, from a fixed seed, on two CPU cores:
 
-    python -m napari_peft_sam.core.demo [--minutes 25]
+    python -m napari_peft_sam.core.demo --steps 8000   # about 30 min on 2 cores
 
 It writes ``assets/demo_sam.pt`` (plain SAM state dict) and
 ``assets/demo_sam.json`` (how it was made, and its held-out metrics).
@@ -31,8 +31,8 @@ from .models import ARCHITECTURES, demo_weights, random_sam
 from .training import train
 
 PRETRAIN = TrainConfig(
-    lr=3e-4,
-    iterations=5000,
+    lr=5e-4,
+    iterations=8000,
     n_objects=16,
     n_sub_iterations=3,
     warmup=100,
