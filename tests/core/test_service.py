@@ -19,8 +19,7 @@ class Service:
 
     def __init__(self) -> None:
         key = secrets.token_bytes(16)
-        listener = Listener(("127.0.0.1", 0), authkey=key)
-        host, port = listener.address
+        listener = Listener(authkey=key)
         env = dict(os.environ, NAPARI_PEFT_SAM_SERVICE_KEY=key.hex())
         self.proc = subprocess.Popen(
             [
@@ -28,7 +27,7 @@ class Service:
                 "-m",
                 "napari_peft_sam.core.service",
                 "--address",
-                f"{host}:{port}",
+                listener.address,
             ],
             env=env,
         )

@@ -116,12 +116,13 @@ class ServiceClient(QObject):
 
     def _start(self) -> None:
         key = secrets.token_bytes(32)
-        listener = Listener(("127.0.0.1", 0), authkey=key)
+        # the platform's local transport (a Unix socket, a Windows pipe): no
+        # network stack, no Nagle delay on replies that span several sends
+        listener = Listener(authkey=key)
         env = dict(os.environ, NAPARI_PEFT_SAM_SERVICE_KEY=key.hex())
-        host, port = listener.address
         command = [sys.executable, "-m", "napari_peft_sam.core.service"]
         self._proc = subprocess.Popen(
-            [*command, "--address", f"{host}:{port}"], env=env
+            [*command, "--address", str(listener.address)], env=env
         )
         self._conn, self._closing = None, False
         self.generation += 1
@@ -130,7 +131,10 @@ class ServiceClient(QObject):
         ).start()
 
     def _accept(self, listener: Listener, proc: subprocess.Popen):
-        listener._listener._socket.settimeout(1.0)
+        sock = getattr(listener._listener, "_socket", None)
+        if sock is None:  # a Windows pipe: accept blocks until the child connects
+            return listener.accept()
+        sock.settimeout(1.0)
         for _ in range(int(START_TIMEOUT_S)):
             try:
                 return listener.accept()
@@ -175,7 +179,7 @@ class ServiceClient(QObject):
         while True:
             try:
                 number, kind, payload = conn.recv()
-            except (EOFError, OSError):
+            except (EOFError, OSError, TypeError):  # TypeError: closed by close()
                 return
             job = self._jobs.get(number)
             if job is None:

@@ -456,11 +456,18 @@ def main(argv=None) -> None:
     from multiprocessing.connection import Client
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--address", required=True, help="host:port of the GUI")
+    parser.add_argument(
+        "--address",
+        required=True,
+        help="the GUI's listener: a socket path, pipe or host:port",
+    )
     args = parser.parse_args(argv)
-    host, port = args.address.rsplit(":", 1)
+    address = args.address
+    host, _, port = address.rpartition(":")
+    if port.isdigit() and "/" not in address and "\\" not in address:
+        address = (host, int(port))  # TCP; a Unix socket or a pipe otherwise
     authkey = bytes.fromhex(os.environ.pop("NAPARI_PEFT_SAM_SERVICE_KEY"))
-    conn = Client((host, int(port)), authkey=authkey)
+    conn = Client(address, authkey=authkey)
     try:
         serve(conn)
     finally:
