@@ -38,8 +38,12 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 
 
 def _sinfo_idle() -> bool:
+    """The node answers and is free ('idle*' is a node that stopped responding)."""
     out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True)
-    return out.returncode == 0 and "idle" in out.stdout
+    states = out.stdout.split()
+    return (
+        out.returncode == 0 and "idle" in states and not any("*" in s for s in states)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +68,8 @@ def slurm_cluster():
             ["runuser", "-u", "munge", "--", "/usr/sbin/munged", "--force"], check=True
         )
     for daemon in ("/usr/sbin/slurmctld", "/usr/sbin/slurmd"):
-        if subprocess.run(["pgrep", "-f", daemon], capture_output=True).returncode:
+        name = Path(daemon).name
+        if subprocess.run(["pgrep", "-x", name], capture_output=True).returncode:
             subprocess.run([daemon], check=True)
             started.append(daemon)
     deadline = time.monotonic() + 60
