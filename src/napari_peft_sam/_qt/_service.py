@@ -80,9 +80,12 @@ class ServiceClient(QObject):
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    @property
-    def busy(self) -> bool:
-        return any(not j.finished for j in self._jobs.values())
+    def ensure_running(self) -> int:
+        """Start the process if it is not running; returns its generation."""
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._start()
+            return self.generation
 
     def send(self, message: tuple) -> None:
         with self._lock:

@@ -43,7 +43,6 @@ class Session(QObject):
     results_changed = Signal()
     models_changed = Signal()
     open_run = Signal(str)
-    speed_measured = Signal(str, float)  # model, iterations per second
 
     def __init__(self, viewer, home: str | os.PathLike | None = None) -> None:
         super().__init__()

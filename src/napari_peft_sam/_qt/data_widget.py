@@ -246,20 +246,13 @@ class DataWidget(QWidget):
         return request["source"], spec
 
     def _write_layers(self, request: dict[str, Any]) -> Path:
-        import tifffile
+        from ..core.data import write_pairs
 
         digest = hashlib.sha1()
         for array in (*request["images"], *request["labels"]):
             digest.update(np.ascontiguousarray(array).tobytes())
         folder = self.session.home / "data" / digest.hexdigest()[:12]
-        for kind in ("images", "labels"):
-            (folder / kind).mkdir(parents=True, exist_ok=True)
-            for k, array in enumerate(request[kind]):
-                path = folder / kind / f"layer_{k:02d}.tif"
-                if not path.exists():
-                    tmp = path.with_suffix(".tmp.tif")
-                    tifffile.imwrite(tmp, np.asarray(array))
-                    tmp.replace(path)
+        write_pairs(request["images"], request["labels"], folder)
         return folder
 
     # -- checking --------------------------------------------------------------------

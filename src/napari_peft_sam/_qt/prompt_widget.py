@@ -50,7 +50,7 @@ class PromptWidget(QWidget):
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self.session.providers["prompt"] = self
-        self._sent: dict[str, tuple] = {}  # image key -> (layer data id, generation)
+        self._sent: dict[str, int] = {}  # image key -> service generation it went to
         self._busy: dict[str, bool] = {}  # mask layer -> request in flight
         self._dirty: dict[str, bool] = {}
         self.ious: dict[str, float] = {}
@@ -246,13 +246,13 @@ class PromptWidget(QWidget):
         image = self.image.layer()
         if image is None:
             return None
-        plane = self._plane(image)
         step = self.viewer.dims.current_step[: max(image.ndim - 2, 0)]
-        key = f"{image.name}:{id(image.data)}:{step}:{plane.shape}:{float(plane.mean()):.6g}"
-        stamp = (id(image.data), self.session.service.generation)
-        if self._sent.get(key) != stamp:
-            self.session.call("set_image", key=key, image=plane)
-            self._sent[key] = (id(image.data), self.session.service.generation)
+        # new data is a new array (napari replaces layer.data), so its id is a version
+        key = f"{image.name}:{id(image.data)}:{step}"
+        generation = self.session.service.ensure_running()  # a restart forgets images
+        if self._sent.get(key) != generation:
+            self.session.call("set_image", key=key, image=self._plane(image))
+            self._sent[key] = generation
         return key
 
     def update_masks(self) -> None:

@@ -213,9 +213,9 @@ class ResultsWidget(QWidget):
                 return
 
         def write(text: str) -> None:
-            tmp = Path(path).with_name(Path(path).name + ".tmp")
-            tmp.write_text(text)
-            tmp.replace(path)
+            from ..core.files import atomic_write_text
+
+            atomic_write_text(path, text)
             self.session.info(f"Wrote {len(self.visible_rows)} rows to {path}.")
 
         self.session.call(

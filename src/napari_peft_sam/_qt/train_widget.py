@@ -30,11 +30,6 @@ from ._plots import CurvePlot
 from ._service import ServiceClient
 from ._session import notify_failure, session_for
 
-# the small CPU models learn in minutes at a higher rate than micro-sam's 1e-5
-QUICK = {
-    "demo": {"lr": "1e-3", "iterations": 300},
-    "tiny": {"lr": "1e-3", "iterations": 100},
-}
 PATCHES = ["model input", "128", "256", "512", "1024"]
 
 
@@ -119,8 +114,10 @@ class TrainWidget(QWidget):
 
     def suggest(self, model_name: str) -> None:
         """Settings that suit the base model (quick ones for the CPU models)."""
-        quick = QUICK.get(model_name, {"lr": "1e-5", "iterations": 1000})
-        self.lr.setText(quick["lr"])
+        catalog = self.session.catalog or {}
+        defaults = catalog.get("train_defaults", {"lr": 1e-5, "iterations": 1000})
+        quick = catalog.get("quick_settings", {}).get(model_name, defaults)
+        self.lr.setText(f"{quick['lr']:g}")
         self.iterations.setValue(quick["iterations"])
 
     # -- the config ------------------------------------------------------------------
@@ -182,6 +179,7 @@ class TrainWidget(QWidget):
             notify_failure(str(error), True)
             return
         self.run_dir = request["run_dir"]
+        self.model_name = request["config"]["model"]["name"]
         self.last_result = None
         self.loss_plot.clear()
         self.val_plot.clear()
@@ -213,25 +211,17 @@ class TrainWidget(QWidget):
                 f"step {event.step}/{event.total} · loss {event.loss:.4f} · "
                 f"{event.it_per_s:.2f} it/s · ETA {_eta(event.eta_s)}"
             )
-            model = self.job_model()
-            if model:
-                self.session.speeds[model] = event.it_per_s
+            self.session.speeds[self.model_name] = event.it_per_s
         elif kind == "validation":
             for name in ("val_point_loss", "val_box_loss"):
                 if name in event.metrics:
                     self.val_plot.add(
                         name.removeprefix("val_"), event.step, event.metrics[name]
                     )
-        elif kind == "checkpoint" and self.run_dir and event.tag == "latest":
-            self.session.add_run(self.run_dir) if event.step == 0 else None
         elif kind == "progress":
             self.status.setText(
                 f"evaluating on held-out images: {event.done}/{event.total}"
             )
-
-    def job_model(self) -> str | None:
-        model = self.session.providers.get("model")
-        return model.model.currentText() if model is not None else None
 
     def _finish(self) -> None:
         self.train_button.setEnabled(True)

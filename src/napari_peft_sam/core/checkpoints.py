@@ -14,17 +14,16 @@ import json
 import os
 import platform
 import sys
-import tempfile
-from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from .errors import UserError
+from .files import atomic_write, atomic_write_json  # noqa: F401  (re-exported)
 from .methods import apply_method, config_from_dict, get_method, trainable_state
 from .methods.base import MethodConfig
 from .models import ARCHITECTURES, BaseModelInfo, file_hash, load_base_model
@@ -35,28 +34,6 @@ CARD_FORMAT = "napari-peft-sam/run-card"
 
 def adapter_path(run_dir: str | os.PathLike, tag: str = "best") -> Path:
     return Path(run_dir) / f"adapter_{tag}.pt"
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Write ``path`` through ``write(file)`` so readers see old or new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
-    text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
-    return atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> Path:

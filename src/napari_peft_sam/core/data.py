@@ -383,6 +383,26 @@ def from_request(source: dict) -> Dataset:
     return load_dataset(source["name"])
 
 
+def write_pairs(
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    folder: str | os.PathLike,
+) -> tuple[list[str], list[str]]:
+    """Save (image, labels) pairs as ``folder/images|labels/layer_NN.tif``.
+
+    What the GUI trains on becomes files that ``--images``/``--labels`` (and a
+    run card) can name, so a run from napari layers can be reproduced.
+    """
+    from .files import atomic_write_tiff
+
+    out: dict[str, list[str]] = {"images": [], "labels": []}
+    for k, pair in enumerate(zip(images, labels, strict=True)):
+        for kind, array in zip(out, pair, strict=True):
+            path = Path(folder) / kind / f"layer_{k:02d}.tif"
+            out[kind].append(str(atomic_write_tiff(path, array)))
+    return out["images"], out["labels"]
+
+
 # -- tiles and patches ---------------------------------------------------------
 
 

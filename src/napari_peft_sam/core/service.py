@@ -36,7 +36,6 @@ from .errors import UserError
 from .events import StopToken
 
 OPS: dict[str, Any] = {}
-PROMPT_METRICS = ["single point", "single box", "ip", "ib"]
 
 
 def op(function):
@@ -64,7 +63,7 @@ def catalog() -> dict[str, Any]:
     from .data import SAMPLE_DOMAINS
     from .methods import available_methods, get_method
     from .models import available_models
-    from .presets import PRESETS
+    from .presets import PRESETS, QUICK_SETTINGS
 
     return {
         "methods": [get_method(m).config_cls.describe() for m in available_methods()],
@@ -74,6 +73,7 @@ def catalog() -> dict[str, Any]:
         "samples": list(SAMPLE_DOMAINS),
         "devices": ["cpu"] + (["cuda"] if torch.cuda.is_available() else []),
         "train_defaults": _train_defaults(),
+        "quick_settings": QUICK_SETTINGS,
     }
 
 
@@ -86,9 +86,7 @@ def _train_defaults() -> dict[str, Any]:
 
 
 @op
-def describe_model(
-    model: str, method: dict, train: dict, checkpoint: str | None = None
-) -> dict[str, Any]:
+def describe_model(model: str, method: dict, train: dict) -> dict[str, Any]:
     """Trainable and total parameters and a GPU memory estimate, without weights."""
     import torch
 
@@ -127,24 +125,9 @@ def inspect_data(source: dict[str, Any], val_fraction: float = 0.2) -> dict[str,
 
 def _materialise(source: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Layer arrays -> TIFFs in the run folder, so the CLI can reproduce the run."""
-    import io
+    from .data import write_pairs
 
-    import tifffile
-
-    from .checkpoints import atomic_write
-
-    folder = run_dir / "data"
-    images, labels = [], []
-    for k, (image, label) in enumerate(
-        zip(source["images"], source["labels"], strict=True)
-    ):
-        for kind, array, out in (("images", image, images), ("labels", label, labels)):
-            path = folder / kind / f"layer_{k:02d}.tif"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            buffer = io.BytesIO()
-            tifffile.imwrite(buffer, np.asarray(array), compression="zlib")
-            atomic_write(path, lambda f, b=buffer: f.write(b.getvalue()))
-            out.append(str(path))
+    images, labels = write_pairs(source["images"], source["labels"], run_dir / "data")
     return {"images": images, "labels": labels, "stack": source.get("stack", False)}
 
 
@@ -163,7 +146,7 @@ def train(
 ):
     """Train, then evaluate on the held-out split and record the run in the store."""
     from .config import RunConfig
-    from .evaluation import evaluate_model
+    from .evaluation import PROMPT_METRICS, evaluate_model
     from .sweep import record_run
     from .training import train as train_run
 
@@ -182,7 +165,7 @@ def train(
     from .training import split_data
 
     _, held_out = split_data(run, dataset)
-    metrics = metrics or PROMPT_METRICS + (["ais"] if run.train.with_decoder else [])
+    metrics = metrics or [*PROMPT_METRICS] + (["ais"] if run.train.with_decoder else [])
     evaluation = yield from evaluate_model(
         held_out, metrics, run_dir=run_dir, device=run.train.device
     )
@@ -319,15 +302,6 @@ def render_table(table: list[dict], fmt: str = "markdown") -> str:
     from .results import markdown, to_csv
 
     return markdown(table) if fmt == "markdown" else to_csv(table)
-
-
-@op
-def plan_sweep(spec: dict[str, Any]) -> dict[str, Any]:
-    """A sweep's points (validated) and its parameter names."""
-    from .sweep import SweepSpec
-
-    sweep = SweepSpec.from_dict(spec)
-    return {"points": sweep.points(), "params": sweep.param_names()}
 
 
 @op
