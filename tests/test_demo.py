@@ -6,14 +6,13 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from napari_peft_sam.cli import main
 from napari_peft_sam.core import results
 from napari_peft_sam.core.checkpoints import load_run
 from napari_peft_sam.core.data import sample_dataset
 from napari_peft_sam.core.evaluation import evaluate, run_to_end
 from napari_peft_sam.core.inference import Segmenter
+from napari_peft_sam.core.methods import make_config
 from napari_peft_sam.core.models import demo_weights, load_base_model
 from napari_peft_sam.core.presets import preset
 from napari_peft_sam.core.training import train
@@ -61,19 +60,21 @@ def test_demo_model_segments_its_own_domain_not_the_new_one():
     assert on_nuclei > 0.6 and on_organoids < on_nuclei - 0.3
 
 
-@pytest.mark.slow
 def test_lora_raises_msa_on_the_new_domain_by_at_least_0_1(tmp_path):
     """Default LoRA (rank 32, alpha 1, q and v) for a few CPU minutes on organoids.
 
-    The issue's target is +0.1 mSA on both. With the 8000-step demo model this
-    budget (800 steps, about 100 s) measured +0.127 single point and +0.040
-    single box; other learning rates traded one for the other (5e-4: +0.046 /
-    +0.066). Both are asserted at what was measured for both, +0.03, and the
-    point prompt at the target.
+    The demo preset's recipe for 1000 steps (about 100 s on 2 cores), judged on
+    the four held-out organoid images: the untuned demo model scores 0.000 on
+    both; measured after tuning +0.33 single point and +0.27 single box (other
+    seeds and 800 to 1200 steps gave +0.27..0.33 and +0.16..0.24).
     """
     spec = preset("demo")
     config = spec.run_config({"rank": 32, "alpha": 1})
-    config.train.iterations = 800
+    assert (config.method.rank, config.method.alpha) == (
+        make_config("lora").rank,
+        make_config("lora").alpha,
+    )  # the method's defaults
+    config.train.iterations = 1000
     train_set, held_out = sample_dataset("organoids").split(0.2, seed=0)
     run_to_end(train(config, tmp_path / "run", dataset=train_set))
     base, _ = load_base_model("demo")
@@ -82,8 +83,7 @@ def test_lora_raises_msa_on_the_new_domain_by_at_least_0_1(tmp_path):
     after = run_to_end(evaluate(Segmenter(tuned), held_out, PROMPTS)).metrics
     print(f"organoids held-out mSA before {before}, after {after}")
     for name in PROMPTS:
-        assert after[name] >= before[name] + 0.03, name
-    assert after["single point"] >= before["single point"] + 0.1
+        assert after[name] >= before[name] + 0.1, name
 
 
 def test_demo_sweep_killed_half_way_then_rerun_finishes_without_redoing(

@@ -32,8 +32,8 @@ def blobs(shape=(64, 64), n=4, seed=0):
 
 def test_sample_data_has_two_domains_with_exact_labels():
     nuclei, organoids = sample_dataset("nuclei"), sample_dataset("organoids")
-    assert len(nuclei) == len(organoids) == 12
-    assert nuclei.n_objects > 200 and organoids.n_objects > 40
+    assert len(nuclei) == 12 and len(organoids) == 20
+    assert nuclei.n_objects > 200 and organoids.n_objects > 100
     for sample in [*nuclei, *organoids]:
         ids = np.unique(sample.labels)
         assert list(ids) == list(range(len(ids)))  # consecutive ids
@@ -41,6 +41,16 @@ def test_sample_data_has_two_domains_with_exact_labels():
     # nuclei are small, organoids large: visibly different domains
     mean_size = lambda d: np.mean([np.bincount(s.labels.ravel())[1:].mean() for s in d])  # noqa: E731
     assert mean_size(organoids) > 4 * mean_size(nuclei)
+
+
+def test_organoids_never_touch_so_every_one_is_visible_on_its_own():
+    """Touching organoids would merge into one dark blob whose split no prompt can see."""
+    from scipy import ndimage as ndi
+
+    for sample in sample_dataset("organoids"):
+        for i in range(1, sample.labels.max() + 1):
+            around = ndi.binary_dilation(sample.labels == i, iterations=8)
+            assert set(np.unique(sample.labels[around])) == {0, i}, sample.name
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """Sample data contributed to napari's File > Open Sample menu.
 
-Each domain opens as a stack of its 12 images plus the matching labels, as
-the plugin's widgets and ``napari-peft-sam train --dataset`` see them.
+Each domain opens as a stack of its images (12 nuclei, 20 organoids) plus the
+matching labels, as the plugin's widgets and ``napari-peft-sam train
+--dataset`` see them.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import tifffile
 from scipy import ndimage as ndi
 
 SIZE = 256
-N_IMAGES = 12
+GAP = 10  # pixels between organoids
 HERE = Path(__file__).parent
 
 
@@ -63,11 +63,19 @@ def _lobed_mask(rng, cy, cx, radius):
 
 
 def organoid_image(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Organoids that do not touch: each has its own halo, so every object is
+    visible as one (touching ones would merge into one dark blob)."""
     labels = np.zeros((SIZE, SIZE), np.uint16)
-    for i in range(1, rng.integers(4, 9) + 1):
+    wanted, placed = rng.integers(4, 9), 0
+    for _ in range(50):  # placement attempts
+        if placed == wanted:
+            break
         cy, cx = rng.uniform(24, SIZE - 24, size=2)
-        mask = _lobed_mask(rng, cy, cx, rng.uniform(16, 34)) & (labels == 0)
-        labels[mask] = i
+        mask = _lobed_mask(rng, cy, cx, rng.uniform(16, 34))
+        if (labels[ndi.binary_dilation(mask, iterations=GAP)] > 0).any():
+            continue
+        placed += 1
+        labels[mask] = placed
     labels = _relabel(labels)
     field = 120 + _background(rng, labels.shape, 2.5)
     field += 6 * ndi.gaussian_filter(rng.normal(size=labels.shape), 1.5)
@@ -97,11 +105,12 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-DOMAINS = {"nuclei": (nuclei_image, 0), "organoids": (organoid_image, 1)}
+# (image maker, seed, number of images)
+DOMAINS = {"nuclei": (nuclei_image, 0, 12), "organoids": (organoid_image, 1, 20)}
 
 
-def make(root: Path = HERE, n_images: int = N_IMAGES) -> None:
-    for domain, (make_image, seed) in DOMAINS.items():
+def make(root: Path = HERE) -> None:
+    for domain, (make_image, seed, n_images) in DOMAINS.items():
         rng = np.random.default_rng(seed)
         for sub in ("images", "labels"):
             (root / domain / sub).mkdir(parents=True, exist_ok=True)
