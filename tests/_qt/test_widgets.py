@@ -131,6 +131,11 @@ def test_point_prompt_gives_a_mask_and_iou(docked, qtbot):
     qtbot.mouseClick(prompt.commit_button, Qt.LeftButton)
     assert viewer.layers["committed objects"].data.max() == 1
     assert len(viewer.layers["prompts"].data) == 0
+    qtbot.mouseClick(prompt.auto_button, Qt.LeftButton)
+    wait_until(qtbot, lambda: "automatic (amg)" in viewer.layers, 120)
+    assert viewer.layers["automatic (amg)"].data.shape == labels.shape
+    text = prompt.auto_readout.text()
+    assert "objects (amg)" in text or "pred_iou_thresh 0.88" in text, text
 
 
 def test_two_point_sweep_inline_adds_two_rows(docked, qtbot):

@@ -121,6 +121,14 @@ def test_prompts_on_a_kept_image(service):
         "segment", model={"name": "demo"}, key="gone"
     )
     assert kind == "error" and user
+    kind, result, _ = service.call("automatic", model={"name": "demo"}, key="k")
+    assert kind == "done" and result["kind"] == "amg"  # the base model has no decoder
+    assert result["labels"].shape == sample.labels.shape
+    # the filters it used, for the readout when nothing passes them
+    assert result["settings"] == {
+        "pred_iou_thresh": 0.88,
+        "stability_score_thresh": 0.95,
+    }
 
 
 def test_stop_ends_training_with_a_checkpoint(service, tmp_path):

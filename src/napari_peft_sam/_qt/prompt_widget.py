@@ -381,6 +381,16 @@ class PromptWidget(QWidget):
         else:
             self.viewer.add_labels(result["labels"], name=name, opacity=0.6)
         n = len(np.unique(result["labels"])) - 1
-        self.auto_readout.setText(
-            f"Segment everything: {n} objects ({result['kind']})."
-        )
+        text = f"Segment everything: {n} objects ({result['kind']})."
+        if n == 0:
+            filters = ", ".join(f"{k} {v}" for k, v in result["settings"].items())
+            text = (
+                f"Segment everything ({result['kind']}): no object passed the "
+                f"filters ({filters})."
+            )
+            if result["kind"] == "amg":
+                text += (
+                    " A run trained with the AIS decoder segments everything "
+                    "better; points and boxes still work."
+                )
+        self.auto_readout.setText(text)

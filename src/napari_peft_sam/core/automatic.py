@@ -23,6 +23,20 @@ GRIDS = {
 }
 
 
+def default_settings(kind: str) -> dict:
+    """micro-sam's defaults for the post-processing settings that ``GRIDS`` varies."""
+    import inspect
+
+    from micro_sam.instance_segmentation import (
+        AutomaticMaskGenerator,
+        InstanceSegmentationWithDecoder,
+    )
+
+    generator = {"ais": InstanceSegmentationWithDecoder, "amg": AutomaticMaskGenerator}
+    parameters = inspect.signature(generator[kind].generate).parameters
+    return {name: parameters[name].default for name in GRIDS[kind]}
+
+
 def _segmenter(kind: str, segmenter, decoder):
     from micro_sam.instance_segmentation import (
         AutomaticMaskGenerator,

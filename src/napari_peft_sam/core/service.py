@@ -275,14 +275,14 @@ def segment(
 @op
 def automatic(model: dict[str, Any], key: str) -> dict[str, Any]:
     """Every object: ais where the model has a decoder, amg otherwise."""
-    from .automatic import segmentations
+    from .automatic import default_settings, segmentations
 
     segmenter, decoder = _segmenter(model)
     kind = "ais" if decoder is not None else "amg"
     image = _image(key)
     segmenter.embed(image, key)
     (labels,) = segmentations(kind, segmenter, image, decoder)
-    return {"kind": kind, "labels": labels}
+    return {"kind": kind, "labels": labels, "settings": default_settings(kind)}
 
 
 # -- results and sweeps ---------------------------------------------------------------
