@@ -38,7 +38,7 @@ def main(argv=None) -> dict:
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
-    from napari_peft_sam._qt.launch import launch
+    from napari_peft_sam._qt.launch import launch, wait_for
     from napari_peft_sam.core.inference import Segmenter
     from napari_peft_sam.core.models import load_base_model
 
@@ -47,10 +47,7 @@ def main(argv=None) -> dict:
     app = QApplication.instance()
 
     def wait(condition, timeout_s=300.0):
-        end = time.time() + timeout_s
-        while time.time() < end and not condition():
-            app.processEvents()
-            time.sleep(0.0005)
+        wait_for(condition, timeout_s, poll_s=0.0005)  # latency is measured
 
     prompt = w["Prompt tester"]
     wait(lambda: prompt.session.catalog is not None)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,7 @@ def main(argv=None) -> list[Path]:
 
     from qtpy.QtWidgets import QApplication
 
-    from napari_peft_sam._qt.launch import launch
+    from napari_peft_sam._qt.launch import launch, wait_for
 
     viewer, w = launch(sample="organoids", run=False)
     viewer.window._qt_window.resize(1700, 1100)
@@ -40,11 +39,7 @@ def main(argv=None) -> list[Path]:
     app = QApplication.instance()
 
     def wait(condition, timeout_s=900.0):
-        end = time.time() + timeout_s
-        while time.time() < end and not condition():
-            app.processEvents()
-            time.sleep(0.02)
-        if not condition():
+        if not wait_for(condition, timeout_s, poll_s=0.02):
             raise TimeoutError("the session did not reach the expected state")
 
     session = w["Data"].session
@@ -99,9 +94,7 @@ def main(argv=None) -> list[Path]:
     written = []
     for name, widget in w.items():
         docks[name].raise_()
-        for _ in range(20):
-            app.processEvents()
-            time.sleep(0.02)
+        wait_for(lambda: False, 0.4)  # let the dock paint
         path = args.out / f"{name.lower().replace(' ', '_')}.png"
         widget.grab().save(str(path))
         written.append(path)

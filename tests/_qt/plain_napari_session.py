@@ -6,37 +6,28 @@ or torchvision before napari creates its OpenGL canvas. Prints one JSON line.
 
 import json
 import sys
-import time
 
 import napari
 import numpy as np
-from qtpy.QtWidgets import QApplication
+
+from napari_peft_sam._qt.launch import wait_for
 
 viewer = napari.Viewer()
 viewer.open_sample("napari-peft-sam", "nuclei")
 viewer.dims.set_current_step(0, 0)
-app = QApplication.instance()
-
-
-def wait(condition, timeout_s=120.0):
-    end = time.time() + timeout_s
-    while time.time() < end and not condition():
-        app.processEvents()
-        time.sleep(0.01)
-    return condition()
 
 
 # what Plugins > PEFT-SAM > Prompt tester / Train do
 _, prompt = viewer.window.add_plugin_dock_widget("napari-peft-sam", "Prompt tester")
 _, train = viewer.window.add_plugin_dock_widget("napari-peft-sam", "Train")
-ready = wait(lambda: prompt.session.catalog is not None)
+ready = wait_for(lambda: prompt.session.catalog is not None, 120)
 prompt.image.setCurrentText("nuclei images")
 prompt.model.setCurrentText("demo")
 prompt.start()
 labels = viewer.layers["nuclei labels"].data[0]
 ys, xs = np.nonzero(labels == np.bincount(labels.ravel())[1:].argmax() + 1)
 viewer.layers["prompts"].add([[ys.mean(), xs.mean()]])
-masked = wait(lambda: viewer.layers["mask (model)"].data.sum() > 20, 60)
+masked = wait_for(lambda: viewer.layers["mask (model)"].data.sum() > 20, 60)
 viewer.screenshot(canvas_only=False)  # the canvas drew after the model ran
 request = train.run_request()  # docks the Data and Model widgets it needs
 out = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 from ._session import HOME_ENV, PLUGIN
 
@@ -15,6 +16,22 @@ DOCKS = (
     ("Sweep", "sweep_widget:SweepWidget", "left"),
     ("Results", "results_widget:ResultsWidget", "bottom"),
 )
+
+
+def wait_for(condition, timeout_s: float, poll_s: float = 0.01) -> bool:
+    """Run Qt's events until ``condition()`` holds or ``timeout_s`` passes.
+
+    For scripts that drive the widgets (the docs' screenshots, the GUI
+    benchmark); tests use qtbot instead. Returns whether the condition holds.
+    """
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end and not condition():
+        app.processEvents()
+        time.sleep(poll_s)
+    return bool(condition())
 
 
 def dock_all(viewer) -> dict:
