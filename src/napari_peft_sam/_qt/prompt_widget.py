@@ -381,8 +381,9 @@ class PromptWidget(QWidget):
         else:
             self.viewer.add_labels(result["labels"], name=name, opacity=0.6)
         n = len(np.unique(result["labels"])) - 1
-        text = f"Segment everything: {n} objects ({result['kind']})."
-        if n == 0:
+        if n:
+            text = f"Segment everything: {n} objects ({result['kind']})."
+        else:
             filters = ", ".join(f"{k} {v}" for k, v in result["settings"].items())
             text = (
                 f"Segment everything ({result['kind']}): no object passed the "

@@ -202,6 +202,8 @@ class SweepWidget(QWidget):
 
     def fill_custom(self) -> None:
         """One row per method hyperparameter and the main training settings."""
+        if self.session.catalog is None:  # the service has not answered yet
+            return
         model = self.session.providers.get("model")
         train = self.session.providers.get("train")
         grid: dict[str, list] = {}
@@ -213,10 +215,8 @@ class SweepWidget(QWidget):
                     and value is not None
                 ):
                     grid[name] = [value]
-        settings = (
-            train.train_settings(strict=False)
-            if train is not None
-            else {"lr": 1e-5, "iterations": 1000}
+        settings = self.session.catalog["train_defaults"] | (
+            train.train_settings(strict=False) if train is not None else {}
         )
         grid["lr"] = [settings["lr"]]
         grid["iterations"] = [settings["iterations"]]

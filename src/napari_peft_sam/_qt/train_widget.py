@@ -55,10 +55,12 @@ class TrainWidget(QWidget):
         self.run_dir: str | None = None
         self.last_result: dict[str, Any] | None = None
 
-        self.lr = QLineEdit("1e-5")
+        # values arrive with the catalog: TrainConfig's defaults, then the
+        # quick settings of the chosen model
+        self.lr = QLineEdit()
         self.lr.setToolTip("Learning rate of AdamW (micro-sam uses 1e-5).")
-        self.iterations = QSpinBox(minimum=1, maximum=1_000_000, value=1000)
-        self.n_objects = QSpinBox(minimum=1, maximum=200, value=25)
+        self.iterations = QSpinBox(minimum=1, maximum=1_000_000)
+        self.n_objects = QSpinBox(minimum=1, maximum=200)
         self.n_objects.setToolTip("Objects sampled per image and step (micro-sam: 25).")
         self.patch = QComboBox()
         self.patch.addItems(PATCHES)
@@ -68,7 +70,7 @@ class TrainWidget(QWidget):
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu"])
         self.with_decoder = QCheckBox("also train the AIS decoder (the ais metric)")
-        self.val_interval = QSpinBox(minimum=1, maximum=100_000, value=100)
+        self.val_interval = QSpinBox(minimum=1, maximum=100_000)
         self.val_interval.setToolTip("Validate every this many steps.")
         self.train_button = QPushButton("Train")
         self.stop_button = QPushButton("Stop")
@@ -104,37 +106,39 @@ class TrainWidget(QWidget):
         self.session.when_ready(self._populate)
 
     def _populate(self, catalog: dict) -> None:
+        defaults = catalog["train_defaults"]
+        self.n_objects.setValue(defaults["n_objects"])
+        self.val_interval.setValue(defaults["val_interval"])
         for device in catalog["devices"]:
             if self.device.findText(device) < 0:
                 self.device.addItem(device)
         model = self.session.providers.get("model")
+        self.suggest(model.model.currentText() if model is not None else "")
         if model is not None:
             model.model.currentTextChanged.connect(self.suggest)
-            self.suggest(model.model.currentText())
 
     def suggest(self, model_name: str) -> None:
         """Settings that suit the base model (quick ones for the CPU models)."""
-        catalog = self.session.catalog or {}
-        defaults = catalog.get("train_defaults", {"lr": 1e-5, "iterations": 1000})
-        quick = catalog.get("quick_settings", {}).get(model_name, defaults)
+        catalog = self.session.catalog
+        quick = catalog["quick_settings"].get(model_name, catalog["train_defaults"])
         self.lr.setText(f"{quick['lr']:g}")
         self.iterations.setValue(quick["iterations"])
 
     # -- the config ------------------------------------------------------------------
 
     def train_settings(self, strict: bool = True) -> dict[str, Any]:
-        """TrainConfig fields from the form."""
+        """TrainConfig fields from the form (without ``lr`` if it is not a number
+        and ``strict`` is off, so that TrainConfig's default applies)."""
         try:
-            lr = float(self.lr.text())
+            lr = {"lr": float(self.lr.text())}
         except ValueError:
             if strict:
                 raise UserError(
                     f"The learning rate must be a number like 1e-4, got {self.lr.text()!r}."
                 ) from None
-            lr = 1e-5
+            lr = {}
         patch = self.patch.currentText()
-        return {
-            "lr": lr,
+        return lr | {
             "iterations": self.iterations.value(),
             "n_objects": self.n_objects.value(),
             "patch_size": None if patch == PATCHES[0] else int(patch),
