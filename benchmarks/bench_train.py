@@ -75,7 +75,8 @@ def time_ours(base, args, device, batches, iterations, fast=False):
     )
     trainer = Trainer.__new__(Trainer)
     trainer.cfg, trainer.config, trainer.device = config.train, config, device
-    from napari_peft_sam.core.training import LRSchedule, autocast_dtype
+    from napari_peft_sam.core.device import autocast_dtype
+    from napari_peft_sam.core.training import LRSchedule
 
     trainer.amp = autocast_dtype(config.train.precision, device)
     trainer.unetr = None  # speed of the interactive objective (micro-sam: SamTrainer)

@@ -201,8 +201,8 @@ def evaluate_model(
 ) -> Generator[ProgressEvent, None, EvalResult]:
     """Evaluate a run folder or a base model; a run's card receives the numbers."""
     from .checkpoints import load_run, read_card, write_card
+    from .device import resolve_device
     from .models import load_base_model
-    from .training import resolve_device
 
     torch_device = resolve_device(device)
     decoder = None

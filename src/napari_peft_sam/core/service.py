@@ -215,8 +215,8 @@ def _short(text: str) -> str:
 
 def _segmenter(model: dict[str, Any]):
     """A cached Segmenter (and AIS decoder) for a base model or a run folder."""
+    from .device import resolve_device
     from .inference import Segmenter
-    from .training import resolve_device
 
     key = repr(sorted(model.items()))
     if key in _State.segmenters:

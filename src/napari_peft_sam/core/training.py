@@ -23,6 +23,7 @@ import torch
 from . import checkpoints as ckpt
 from .config import RunConfig
 from .data import Dataset, PatchSampler, load_dataset
+from .device import autocast_dtype, resolve_device
 from .errors import UserError
 from .events import (
     CheckpointEvent,
@@ -42,21 +43,6 @@ EVENTS = "events.jsonl"
 
 class TrainingError(UserError):
     """Training cannot go on (out of memory, a diverging loss, a full disk)."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("CUDA was asked for but no GPU is available; use --device cpu.")
-    return torch.device(name)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bfloat16 autocast on CUDA; float32 on the CPU (bf16 there is ~40x slower)."""
-    if precision == "float32" or device.type != "cuda":
-        return None
-    return torch.bfloat16
 
 
 class LRSchedule:
