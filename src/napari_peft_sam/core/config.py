@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .knobs import Knob, describe_knob, hp, knobs_of, validate
 from .methods import MethodConfig, config_from_dict, make_config
 
 
@@ -40,82 +41,185 @@ class ModelSpec:
     image_size: int | None = None
 
 
+def _setting(default, help, kind, **knob):
+    return hp(default, help, kind, **knob)
+
+
 @dataclass
 class TrainConfig:
-    """Training hyperparameters (defaults follow micro-sam and the PEFT-SAM study)."""
+    """Training settings, each described once (kind, range, help).
 
-    lr: float = 1e-5
-    iterations: int = 1000
-    batch_size: int = 1
-    n_objects: int = 25
-    n_sub_iterations: int = 8
-    mask_prob: float = 0.5
-    patch_size: int | None = None  # None: the model's input size
-    min_objects: int = 1
-    val_interval: int = 100
-    val_patches: int = 8
-    early_stopping: int | None = None  # validation rounds without improvement
-    scheduler: str = "plateau"  # plateau | cosine | none
-    plateau_patience: int = 10
-    plateau_factor: float = 0.9
-    warmup: int = 0
-    weight_decay: float = 0.01
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"  # auto | float32 | bfloat16
-    grad_checkpointing: bool = False
-    with_decoder: bool = False  # also train micro-sam's AIS decoder (the ais metric)
-    fast_path: bool = True  # fused attention, no host syncs (core/fastpath.py)
-    compile: bool = False  # torch.compile the image encoder (CUDA)
-    box_distortion: float = 0.025
-    checkpoint_interval: int = 50
+    The CLI's flags, the Train widget's form, the sweep grid and the run card
+    are generated from these fields. Defaults follow micro-sam and the
+    PEFT-SAM study; a base model's recipe (``core.recipes``) may replace them.
+    """
+
+    lr: float = _setting(
+        1e-5,
+        "Learning rate of AdamW.",
+        "float",
+        low=0,
+        low_open=True,
+        high=1,
+        high_open=True,
+    )
+    iterations: int = _setting(1000, "Training steps.", "int", low=1)
+    batch_size: int = _setting(
+        1, "Images per step.", "int", low=1, high=64, advanced=True
+    )
+    n_objects: int = _setting(
+        25,
+        "Objects sampled per image and step (the main memory knob).",
+        "int",
+        low=1,
+        high=1000,
+    )
+    n_sub_iterations: int = _setting(
+        8,
+        "Decoder passes per step: the first prompt, then corrective points.",
+        "int",
+        low=1,
+        high=64,
+        flags=("--sub-iterations",),
+    )
+    mask_prob: float = _setting(
+        0.5,
+        "Probability of feeding the previous mask back as a prompt.",
+        "float",
+        low=0,
+        high=1,
+        advanced=True,
+    )
+    patch_size: int | None = _setting(
+        None,
+        "Training patch in pixels, resized to the model's input (none: the input size).",
+        "int",
+        low=16,
+        high=4096,
+        optional=True,
+    )
+    min_objects: int = _setting(
+        1, "Objects a training patch must hold.", "int", low=1, advanced=True
+    )
+    val_interval: int = _setting(100, "Validate every this many steps.", "int", low=1)
+    val_patches: int = _setting(
+        8, "Fixed validation patches.", "int", low=1, high=1000, advanced=True
+    )
+    early_stopping: int | None = _setting(
+        None,
+        "Stop after this many validation rounds without improvement (none: never).",
+        "int",
+        low=1,
+        optional=True,
+        advanced=True,
+    )
+    scheduler: str = _setting(
+        "plateau",
+        "Learning-rate schedule: plateau (the study's ReduceLROnPlateau), cosine or none.",
+        "choice",
+        choices=("plateau", "cosine", "none"),
+    )
+    plateau_patience: int = _setting(
+        10,
+        "Validation rounds before plateau lowers the rate.",
+        "int",
+        low=1,
+        advanced=True,
+    )
+    plateau_factor: float = _setting(
+        0.9,
+        "Factor plateau multiplies the rate by.",
+        "float",
+        low=0,
+        low_open=True,
+        high=1,
+        advanced=True,
+    )
+    warmup: int = _setting(
+        0, "Steps of linear learning-rate warm-up.", "int", low=0, advanced=True
+    )
+    weight_decay: float = _setting(
+        0.01, "AdamW weight decay.", "float", low=0, high=10, advanced=True
+    )
+    seed: int = _setting(
+        0,
+        "Seed of data order, prompts and initialisation.",
+        "int",
+        low=0,
+        high=2**31 - 1,
+    )
+    device: str = _setting(
+        "auto",
+        "auto, cpu, cuda or cuda:N.",
+        "text",
+        pattern=r"auto|cpu|cuda(:\d+)?",
+        choices=("auto", "cpu", "cuda", "cuda:N"),
+    )
+    precision: str = _setting(
+        "auto",
+        "auto picks per machine; float32 or bfloat16 force one.",
+        "choice",
+        choices=("auto", "float32", "bfloat16"),
+        advanced=True,
+    )
+    grad_checkpointing: bool = _setting(
+        False,
+        "Recompute encoder activations in backward (less memory, slower).",
+        "bool",
+        advanced=True,
+    )
+    with_decoder: bool = _setting(
+        False,
+        "Also train micro-sam's AIS decoder (the ais metric; about 7x slower steps).",
+        "bool",
+    )
+    fast_path: bool = _setting(
+        True,
+        "Fused attention and sync-free prompts (core/fastpath.py).",
+        "bool",
+        advanced=True,
+    )
+    compile: bool = _setting(
+        False, "torch.compile the image encoder.", "bool", advanced=True
+    )
+    box_distortion: float = _setting(
+        0.025,
+        "Random shift of box edges, as a share of the box size.",
+        "float",
+        low=0,
+        high=0.5,
+        advanced=True,
+    )
+    checkpoint_interval: int = _setting(
+        50, "Save a checkpoint every this many steps.", "int", low=1, advanced=True
+    )
 
     def __post_init__(self) -> None:
-        positive = (
-            "iterations",
-            "batch_size",
-            "n_objects",
-            "n_sub_iterations",
-            "val_interval",
-            "val_patches",
-            "checkpoint_interval",
-            "min_objects",
-        )
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(
-                    f"train: {name} must be at least 1, got {getattr(self, name)}."
-                )
-        if not 0 < self.lr < 1:
-            raise ConfigError(f"train: lr must be between 0 and 1, got {self.lr}.")
-        if not 0 <= self.mask_prob <= 1:
+        validate(self, "train")
+
+    @classmethod
+    def knobs(cls) -> dict[str, tuple[Knob, Any]]:
+        """Map of setting name to (knob, default)."""
+        return knobs_of(cls)
+
+    @classmethod
+    def describe(cls) -> list[dict[str, Any]]:
+        """Every setting's description (the Train widget's form, ``--help``)."""
+        return [describe_knob(n, k, d) for n, (k, d) in cls.knobs().items()]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a mapping (strings are parsed); unknown keys fail."""
+        unknown = sorted(set(values) - set(cls.knobs()))
+        if unknown:
             raise ConfigError(
-                f"train: mask_prob must be between 0 and 1, got {self.mask_prob}."
+                f"train has no setting {unknown[0]!r}; it has: "
+                f"{', '.join(cls.knobs())}."
             )
-        if self.patch_size is not None and not 16 <= self.patch_size <= 4096:
-            raise ConfigError(
-                f"train: patch_size must be 16 to 4096 pixels, got {self.patch_size}."
-            )
-        if self.scheduler not in ("plateau", "cosine", "none"):
-            raise ConfigError(
-                f"train: scheduler must be plateau, cosine or none, got {self.scheduler!r}."
-            )
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith(
-            "cuda:"
-        ):
-            raise ConfigError(
-                f"train: device must be auto, cpu or cuda, got {self.device!r}."
-            )
-        if self.precision not in ("auto", "float32", "bfloat16"):
-            raise ConfigError(
-                f"train: precision must be auto, float32 or bfloat16, got {self.precision!r}."
-            )
-        if self.weight_decay < 0 or self.warmup < 0:
-            raise ConfigError("train: weight_decay and warmup must not be negative.")
-        if self.early_stopping is not None and self.early_stopping < 1:
-            raise ConfigError(
-                "train: early_stopping must be at least 1 validation round."
-            )
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -140,13 +244,13 @@ class RunConfig:
                 data=DataSpec(**values.get("data", {})),
                 model=ModelSpec(**values.get("model", {})),
                 method=config_from_dict(values.get("method", {"method": "lora"})),
-                train=TrainConfig(**values.get("train", {})),
+                train=TrainConfig.from_dict(values.get("train", {})),
             )
         except TypeError as error:
             raise ConfigError(f"Run config has an unknown field ({error}).") from None
 
     def save(self, path: str | Path) -> None:
-        from .checkpoints import atomic_write_json
+        from .files import atomic_write_json
 
         atomic_write_json(path, self.to_dict())
 

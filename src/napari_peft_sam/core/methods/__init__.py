@@ -8,9 +8,7 @@ prompt encoder and mask decoder trainable unless the config freezes them
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 # import order is the order `napari-peft-sam methods` lists them in
 from . import (  # noqa: F401  (each import registers its method)
@@ -29,6 +27,9 @@ from . import (  # noqa: F401  (each import registers its method)
 
 from ._registry import MethodSpec, available_methods, get_method
 from .base import MethodConfig
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = [
     "MethodConfig",

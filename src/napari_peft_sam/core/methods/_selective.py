@@ -6,17 +6,23 @@ is a no-op and micro-sam loads their weights with or without ``peft_kwargs``.
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from .base import MethodConfig
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def no_merge_needed(sam: nn.Module, cfg: MethodConfig) -> None:
     """Selective methods train the base tensors in place: nothing to fold."""
 
 
-def unfreeze_blocks(sam: nn.Module, cfg: MethodConfig, surgery: type) -> None:
-    """Apply micro-sam's ``SelectiveSurgery`` subclass to the chosen blocks."""
+def unfreeze_blocks(sam: nn.Module, cfg: MethodConfig, surgery: str) -> None:
+    """Apply micro-sam's ``SelectiveSurgery`` subclass ``surgery`` to the chosen blocks."""
+    from micro_sam.models import peft_sam
+
+    surgery = getattr(peft_sam, surgery)
     blocks = sam.image_encoder.blocks
     for i in cfg.blocks_for(len(blocks)):
         surgery(block=blocks[i])

@@ -10,13 +10,13 @@ up-projection the adapted model differs from the base model before training.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
-from micro_sam.models.peft_sam import AdaptFormer
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from ._registry import register_method
 from .base import BlockwiseConfig, hp
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(kw_only=True)
@@ -59,6 +59,8 @@ def _module_kwargs(cfg: AdaptFormerConfig) -> dict:
 
 
 def inject_adaptformer(sam: nn.Module, cfg: AdaptFormerConfig) -> None:
+    from micro_sam.models.peft_sam import AdaptFormer
+
     blocks = sam.image_encoder.blocks
     for i in cfg.blocks_for(len(blocks)):
         AdaptFormer(rank=0, block=blocks[i], **_module_kwargs(cfg))

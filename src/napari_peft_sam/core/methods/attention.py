@@ -6,14 +6,14 @@ micro-sam's ``AttentionSurgery`` unfreezes qkv and the output projection.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
-from micro_sam.models.peft_sam import AttentionSurgery
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from ._registry import register_method
 from ._selective import no_merge_needed, surgery_kwargs, unfreeze_blocks
 from .base import BlockwiseConfig
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(kw_only=True)
@@ -26,7 +26,7 @@ class AttentionConfig(BlockwiseConfig):
 
 
 def inject_attention(sam: nn.Module, cfg: AttentionConfig) -> None:
-    unfreeze_blocks(sam, cfg, AttentionSurgery)
+    unfreeze_blocks(sam, cfg, "AttentionSurgery")
 
 
 register_method(

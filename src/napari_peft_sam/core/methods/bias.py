@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
-from micro_sam.models.peft_sam import BiasSurgery
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from ._registry import register_method
 from ._selective import no_merge_needed, surgery_kwargs, unfreeze_blocks
 from .base import BlockwiseConfig
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(kw_only=True)
@@ -21,7 +21,7 @@ class BiasConfig(BlockwiseConfig):
 
 
 def inject_bias(sam: nn.Module, cfg: BiasConfig) -> None:
-    unfreeze_blocks(sam, cfg, BiasSurgery)
+    unfreeze_blocks(sam, cfg, "BiasSurgery")
 
 
 register_method(BiasConfig, inject_bias, no_merge_needed, surgery_kwargs("BiasSurgery"))

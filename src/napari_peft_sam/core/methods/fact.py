@@ -8,14 +8,13 @@ before training, as in micro-sam and the PEFT-SAM study.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
-import torch
-from micro_sam.models.peft_sam import FacTSurgery
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from ._registry import register_method
 from .base import BlockwiseConfig, hp
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(kw_only=True)
@@ -38,21 +37,26 @@ class FacTConfig(BlockwiseConfig):
 
 
 def inject_fact(sam: nn.Module, cfg: FacTConfig) -> None:
+    from micro_sam.models.peft_sam import FacTSurgery
+
     blocks = sam.image_encoder.blocks
     for i in cfg.blocks_for(len(blocks)):
         FacTSurgery(rank=cfg.rank, block=blocks[i], dropout=cfg.dropout)
 
 
-@torch.no_grad()
 def merge_fact(sam: nn.Module, cfg: FacTConfig) -> None:
+    import torch
+    from micro_sam.models.peft_sam import FacTSurgery
+
     for block in sam.image_encoder.blocks:
         fact = block.attn.qkv
         if not isinstance(fact, FacTSurgery):
             continue
         u, v, dim = fact.FacTu.weight, fact.FacTv.weight, fact.dim
         weight = fact.qkv_proj.weight
-        weight[:dim] += v @ fact.q_FacTs.weight @ u
-        weight[2 * dim :] += v @ fact.v_FacTs.weight @ u
+        with torch.no_grad():
+            weight[:dim] += v @ fact.q_FacTs.weight @ u
+            weight[2 * dim :] += v @ fact.v_FacTs.weight @ u
         block.attn.qkv = fact.qkv_proj
 
 

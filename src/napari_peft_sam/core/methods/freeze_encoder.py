@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from ._registry import register_method
 from ._selective import no_merge_needed
 from .base import MethodConfig
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(kw_only=True)

@@ -6,14 +6,14 @@ micro-sam's ``ClassicalSurgery`` unfreezes whole blocks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
-from micro_sam.models.peft_sam import ClassicalSurgery
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from ._registry import register_method
 from ._selective import no_merge_needed, surgery_kwargs, unfreeze_blocks
 from .base import BlockwiseConfig, second_half
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(kw_only=True)
@@ -29,7 +29,7 @@ class LateFTConfig(BlockwiseConfig):
 
 
 def inject_late_ft(sam: nn.Module, cfg: LateFTConfig) -> None:
-    unfreeze_blocks(sam, cfg, ClassicalSurgery)
+    unfreeze_blocks(sam, cfg, "ClassicalSurgery")
 
 
 register_method(

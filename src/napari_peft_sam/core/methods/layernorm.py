@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
-from micro_sam.models.peft_sam import LayerNormSurgery
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from ._registry import register_method
 from ._selective import no_merge_needed, surgery_kwargs, unfreeze_blocks
 from .base import BlockwiseConfig
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(kw_only=True)
@@ -21,7 +21,7 @@ class LayerNormConfig(BlockwiseConfig):
 
 
 def inject_layernorm(sam: nn.Module, cfg: LayerNormConfig) -> None:
-    unfreeze_blocks(sam, cfg, LayerNormSurgery)
+    unfreeze_blocks(sam, cfg, "LayerNormSurgery")
 
 
 register_method(

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
-
-import torch
-from micro_sam.models.peft_sam import AttentionLoRA, MLPLoRA
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from ._registry import register_method
 from .base import BlockwiseConfig, hp, second_half
+
+if TYPE_CHECKING:
+    from torch import nn
 
 SCALINGS = ("alpha", "alpha/rank", "alpha/sqrt(rank)")
 
@@ -83,57 +82,10 @@ class LateLoraConfig(LoraConfig):
         return second_half(depth)
 
 
-class ScaledAttentionLoRA(AttentionLoRA):
-    """micro-sam's AttentionLoRA with a configurable scale and input dropout."""
-
-    def __init__(self, rank, qkv, targets, scale, dropout):
-        super().__init__(rank=rank, block=qkv, update_matrices=list(targets))
-        self.alpha = scale
-        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = list(self.qkv_proj(x).split(self.dim, dim=-1))
-        x = self.lora_dropout(x)
-        for i, name in enumerate("qkv"):
-            down = getattr(self, f"w_a_linear_{name}", None)
-            if down is not None:
-                up = getattr(self, f"w_b_linear_{name}")
-                parts[i] = parts[i] + self.alpha * up(down(x))
-        return torch.cat(parts, dim=-1)
-
-    def delta(self, name: str) -> torch.Tensor | None:
-        """The update of the q, k or v weight, already scaled."""
-        down = getattr(self, f"w_a_linear_{name}", None)
-        if down is None:
-            return None
-        return self.alpha * getattr(self, f"w_b_linear_{name}").weight @ down.weight
-
-
-class ScaledMLPLoRA(MLPLoRA):
-    """micro-sam's MLPLoRA (which has no scale) with a scale and input dropout."""
-
-    def __init__(self, rank, mlp, scale, dropout):
-        super().__init__(rank=rank, mlp_layer=mlp)
-        self.alpha = scale
-        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lin1, lin2 = self.mlp_layer.lin1, self.mlp_layer.lin2
-        x = lin1(x) + self.alpha * self.w_b_linear_1(
-            self.w_a_linear_1(self.lora_dropout(x))
-        )
-        x = self.activation(x)
-        return lin2(x) + self.alpha * self.w_b_linear_2(
-            self.w_a_linear_2(self.lora_dropout(x))
-        )
-
-    def delta(self, i: int) -> torch.Tensor:
-        up, down = getattr(self, f"w_b_linear_{i}"), getattr(self, f"w_a_linear_{i}")
-        return self.alpha * up.weight @ down.weight
-
-
 def inject_lora(sam: nn.Module, cfg: LoraConfig) -> None:
     """Wrap the chosen blocks' qkv (and MLP) with trainable low-rank updates."""
+    from ._lora_layers import ScaledAttentionLoRA, ScaledMLPLoRA
+
     blocks = sam.image_encoder.blocks
     scale = cfg.effective_scale()
     qkv_targets = [t for t in cfg.targets if t != "mlp"]
@@ -146,9 +98,17 @@ def inject_lora(sam: nn.Module, cfg: LoraConfig) -> None:
             block.mlp = ScaledMLPLoRA(cfg.rank, block.mlp, scale, cfg.dropout)
 
 
-@torch.no_grad()
 def merge_lora(sam: nn.Module, cfg: LoraConfig) -> None:
     """Fold every update into the wrapped weights and unwrap (exact)."""
+    import torch
+
+    with torch.no_grad():
+        _merge_lora(sam)
+
+
+def _merge_lora(sam: nn.Module) -> None:
+    from ._lora_layers import ScaledAttentionLoRA, ScaledMLPLoRA
+
     for block in sam.image_encoder.blocks:
         qkv = block.attn.qkv
         if isinstance(qkv, ScaledAttentionLoRA):

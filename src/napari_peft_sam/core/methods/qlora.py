@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from typing import ClassVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from napari_peft_sam.core.errors import MethodUnavailableError
 
 from ._registry import register_method
 from .lora import LoraConfig, inject_lora, microsam_lora_kwargs, microsam_lora_state
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(kw_only=True)
@@ -29,6 +29,8 @@ class QLoraConfig(LoraConfig):
 
 def qlora_unavailable_reason() -> str | None:
     """Why QLoRA cannot run here, or None when it can."""
+    import torch
+
     if not torch.cuda.is_available():
         return "QLoRA needs a CUDA GPU; use 'lora' on this machine."
     if importlib.util.find_spec("bitsandbytes") is None:
@@ -38,6 +40,7 @@ def qlora_unavailable_reason() -> str | None:
 
 def _quantise_linears(encoder: nn.Module) -> None:
     import bitsandbytes as bnb
+    from torch import nn
 
     for name, module in list(encoder.named_modules()):
         if not isinstance(module, nn.Linear):

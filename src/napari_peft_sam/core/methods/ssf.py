@@ -8,14 +8,13 @@ follow a linear or LayerNorm layer, so they fold exactly into its weights.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
-import torch
-from micro_sam.models.peft_sam import ScaleShiftLayer, SSFSurgery
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from ._registry import register_method
 from .base import BlockwiseConfig
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(kw_only=True)
@@ -27,26 +26,33 @@ class SSFConfig(BlockwiseConfig):
 
 
 def inject_ssf(sam: nn.Module, cfg: SSFConfig) -> None:
+    from micro_sam.models.peft_sam import SSFSurgery
+
     blocks = sam.image_encoder.blocks
     for i in cfg.blocks_for(len(blocks)):
         SSFSurgery(rank=0, block=blocks[i])
 
 
-@torch.no_grad()
-def _fold(wrapper: ScaleShiftLayer) -> nn.Module:
-    layer, scale, shift = wrapper.layer, wrapper.scale, wrapper.shift
+def _fold(wrapper) -> nn.Module:
+    """A ``ScaleShiftLayer``'s layer with its scale and shift folded in."""
+    from torch import nn
+
+    layer, scale, shift = wrapper.layer, wrapper.scale.detach(), wrapper.shift.detach()
+    weight = layer.weight.detach()
     if isinstance(layer, nn.Linear):
-        layer.weight.mul_(scale[:, None])
+        weight.mul_(scale[:, None])
     else:  # LayerNorm: y = norm(x) * w + b
-        layer.weight.mul_(scale)
+        weight.mul_(scale)
     if layer.bias is None:
         layer.bias = nn.Parameter(shift.clone())
     else:
-        layer.bias.mul_(scale).add_(shift)
+        layer.bias.detach().mul_(scale).add_(shift)
     return layer
 
 
 def merge_ssf(sam: nn.Module, cfg: SSFConfig) -> None:
+    from micro_sam.models.peft_sam import ScaleShiftLayer
+
     for block in sam.image_encoder.blocks:
         for parent, name in (
             (block.attn, "qkv"),
