@@ -58,13 +58,19 @@ def _embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool):
     return embedding + (labels == 1) * self.point_embeddings[1].weight
 
 
+def patch_attention(attention: nn.Module) -> nn.Module:
+    """Route one image-encoder ``Attention`` through SDPA (idempotent)."""
+    attention.forward = types.MethodType(_fast_attention, attention)
+    return attention
+
+
 def enable_fast_path(sam: nn.Module) -> nn.Module:
     """Patch ``sam`` in place (idempotent); returns it."""
     from segment_anything.modeling.image_encoder import Attention
 
     for module in sam.image_encoder.modules():
         if isinstance(module, Attention):
-            module.forward = types.MethodType(_fast_attention, module)
+            patch_attention(module)
     sam.prompt_encoder._embed_points = types.MethodType(
         _embed_points, sam.prompt_encoder
     )
