@@ -113,7 +113,7 @@ def test_a_folder_that_is_not_a_package_is_never_replaced(tmp_path):
     _small_run(tmp_path / "run", "tiny")
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "cat.jpg").write_text("meow")
-    with pytest.raises(UserError, match="not a bioimage.io package"):
+    with pytest.raises(UserError, match="not a bioimage.io package folder"):
         export_run(tmp_path / "run", "bioimageio", tmp_path / "photos", overwrite=True)
     assert (tmp_path / "photos" / "cat.jpg").read_text() == "meow"
 

@@ -154,6 +154,9 @@ def test_export_never_replaces_what_it_was_not_asked_to(vit_b_checkpoint, tmp_pa
     export_run(run, "merged", target, overwrite=True)
     assert "model_state" not in torch.load(target, weights_only=True)  # no decoder
     export_run(run, "merged", run / "merged.pt")  # inside the run, another name: fine
+    (tmp_path / "folder.pt").mkdir()
+    with pytest.raises(UserError, match="is a folder"):
+        export_run(run, "merged", tmp_path / "folder.pt", overwrite=True)
     with pytest.raises(UserError, match="does not exist"):
         export_run(tmp_path / "nowhere", "merged", tmp_path / "y.pt")
 

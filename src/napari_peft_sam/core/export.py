@@ -166,19 +166,14 @@ def check_target(run_dir: Path, out: Path, overwrite: bool, sidecar: bool) -> No
         raise UserError(
             f"{out} already exists; choose another target or pass --overwrite to replace it."
         )
+    folder = not sidecar and out.suffix.lower() != ".zip"
+    if not folder and out.is_dir():
+        raise UserError(f"{out} is a folder; give a file name for the export.")
     package_files = ("rdf.yaml", "bioimageio.yaml")
-    if (
-        not sidecar
-        and out.is_dir()
-        and not any((out / f).exists() for f in package_files)
-    ):
+    if folder and out.exists() and not any((out / f).is_file() for f in package_files):
         raise UserError(
-            f"{out} is a folder but not a bioimage.io package; choose a new folder "
-            "or a .zip file."
-        )
-    if sidecar and out.is_dir():
-        raise UserError(
-            f"{out} is a folder; give a file name such as {out / 'model.pt'}."
+            f"{out} exists but is not a bioimage.io package folder; choose a new "
+            "folder or a .zip file."
         )
 
 
