@@ -261,7 +261,7 @@ def how_to_open(recipe: dict[str, Any]) -> str:
     if model_type not in MICROSAM_ARCHITECTURES:
         return (
             f"micro-sam builds only vit_b, vit_l and vit_h models; use {path} as a base "
-            f"model here: napari-peft-sam train --model {model_type} --checkpoint {path}"
+            f"model here: napari-peft-sam train --model {model_type} --checkpoint {path} ..."
         )
     size = recipe.get("image_size")
     if recipe["format"] == "merged" and not size:
