@@ -97,7 +97,7 @@ def main(argv=None) -> dict:
     model, train = w["Model and method"], w["Train"]
     model.model.setCurrentText("tiny")
     w["Data"].source.setCurrentText("napari layers")
-    train.iterations.setValue(args.steps)
+    train.form.editors["iterations"].setValue(args.steps)
     ticks: list[float] = []
     timer = QTimer(interval=10)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from napari_peft_sam.core import results
 from napari_peft_sam.core.presets import PRESETS
-from napari_peft_sam.core.sweep import SweepSpec, run_search, run_worker
+from napari_peft_sam.core.sweep import SweepSpec
+from napari_peft_sam.core.worker import run_search, run_worker
 
 
 def spec_for(quick: bool) -> SweepSpec:

@@ -53,8 +53,8 @@ def main(argv=None) -> list[Path]:
 
     steps = 20 if args.quick else 300
     train = w["Train"]
-    train.iterations.setValue(steps)
-    train.val_interval.setValue(max(steps // 6, 1))
+    train.form.editors["iterations"].setValue(steps)
+    train.form.editors["val_interval"].setValue(max(steps // 6, 1))
     train.start()
     wait(lambda: train.last_result is not None)
 

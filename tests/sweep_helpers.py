@@ -5,7 +5,9 @@ import sys
 import time
 from pathlib import Path
 
-from napari_peft_sam.core.sweep import SweepSpec, run_worker
+from napari_peft_sam.core.records import RunRecord
+from napari_peft_sam.core.sweep import SweepSpec
+from napari_peft_sam.core.worker import run_worker
 
 SPEC = {
     "name": "crash",
@@ -26,14 +28,18 @@ def fake_runner(spec, point, run_dir, report=None, sleep=0.0, fail_rank=None):
     time.sleep(sleep)
     if point.get("rank") == fail_rank:
         raise RuntimeError(f"rank {fail_rank} always fails")
-    score = 0.1 * point["rank"] + 0.01 * point["alpha"]
-    return {
-        "metrics": {"single box": score},
-        "trainable_parameters": 10 * point["rank"],
-        "train_time_s": sleep,
-        "peak_memory_mb": None,
-        "iterations": 2,
-    }
+    score = 0.1 * point["rank"] + 0.01 * point["alpha"] + 0.001 * point.get("seed", 0)
+    return RunRecord(
+        run_dir=str(run_dir),
+        dataset=spec.dataset,
+        model=spec.model,
+        method=spec.method,
+        params=dict(point),
+        metrics={"single box": score},
+        trainable_parameters=10 * point["rank"],
+        train_time_s=sleep,
+        iterations=2,
+    )
 
 
 def main(storage, runs, sleep, grace="600"):

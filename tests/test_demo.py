@@ -9,12 +9,12 @@ import time
 from napari_peft_sam.cli import main
 from napari_peft_sam.core import results
 from napari_peft_sam.core.checkpoints import load_run
-from napari_peft_sam.core.data import sample_dataset
 from napari_peft_sam.core.evaluation import evaluate, run_to_end
 from napari_peft_sam.core.inference import Segmenter
 from napari_peft_sam.core.methods import make_config
 from napari_peft_sam.core.models import demo_weights, load_base_model
 from napari_peft_sam.core.presets import preset
+from napari_peft_sam.core.sources import sample_dataset
 from napari_peft_sam.core.training import train
 
 PROMPTS = ("single point", "single box")

@@ -29,14 +29,14 @@ ys, xs = np.nonzero(labels == np.bincount(labels.ravel())[1:].argmax() + 1)
 viewer.layers["prompts"].add([[ys.mean(), xs.mean()]])
 masked = wait_for(lambda: viewer.layers["mask (model)"].data.sum() > 20, 60)
 viewer.screenshot(canvas_only=False)  # the canvas drew after the model ran
-request = train.run_request()  # docks the Data and Model widgets it needs
+request = train.run_request()  # docks the Data widget it needs
 out = {
-    "train_data": request["source"].get("source"),
+    "train_data": request.source.get("source"),
     "ready": bool(ready),
     "mask_pixels": int(viewer.layers["mask (model)"].data.sum()),
     "masked": bool(masked),
     "torchvision_in_gui": "torchvision" in sys.modules,
-    "docked_providers": sorted(prompt.session.providers),
+    "data_choice": prompt.session.choices.data.kind,
 }
 prompt.session.close()
 print(json.dumps(out), flush=True)

@@ -31,6 +31,6 @@ def test_plain_napari_start_prompts_without_crashing(tmp_path):
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["ready"] and out["masked"] and out["mask_pixels"] > 20
     assert not out["torchvision_in_gui"]
-    # the Train widget docked the Data and Model widgets it needs
-    assert {"data", "model", "prompt", "train"} <= set(out["docked_providers"])
+    # the Train widget docked the Data widget, which chose the layers
+    assert out["data_choice"] == "napari layers"
     assert out["train_data"] == "napari layers nuclei images + nuclei labels"

@@ -25,8 +25,8 @@ def use_sample(viewer, widgets, domain="nuclei"):
 
 def choose(widgets, model="tiny", iterations=12):
     widgets["Model and method"].model.setCurrentText(model)
-    widgets["Train"].iterations.setValue(iterations)
-    widgets["Train"].lr.setText("1e-3")
+    widgets["Train"].form.editors["iterations"].setValue(iterations)
+    widgets["Train"].form.editors["lr"].setValue(1e-3)
 
 
 def test_data_widget_counts_layers(docked, qtbot):

@@ -7,14 +7,10 @@ import pytest
 import tifffile
 
 from napari_peft_sam.cli import main
-from napari_peft_sam.core.data import (
-    PatchSampler,
-    from_arrays,
-    from_files,
-    normalize_image,
-    sample_dataset,
-)
+from napari_peft_sam.core.data import from_arrays, normalize_image
 from napari_peft_sam.core.errors import UserError
+from napari_peft_sam.core.patches import PatchSampler
+from napari_peft_sam.core.sources import from_files, sample_dataset
 
 
 def blobs(shape=(64, 64), n=4, seed=0):

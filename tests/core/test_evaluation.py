@@ -9,12 +9,13 @@ from elf.evaluation import mean_segmentation_accuracy as elf_msa
 
 from napari_peft_sam.cli import main
 from napari_peft_sam.core.config import DataSpec, ModelSpec, RunConfig, TrainConfig
-from napari_peft_sam.core.data import Dataset, sample_dataset
+from napari_peft_sam.core.data import Dataset
 from napari_peft_sam.core.evaluation import evaluate, run_to_end
 from napari_peft_sam.core.inference import Segmenter
 from napari_peft_sam.core.methods import make_config
 from napari_peft_sam.core.metrics import mean_segmentation_accuracy
 from napari_peft_sam.core.models import load_base_model
+from napari_peft_sam.core.sources import sample_dataset
 from napari_peft_sam.core.training import train
 
 

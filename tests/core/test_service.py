@@ -11,7 +11,7 @@ from multiprocessing.connection import Listener
 import numpy as np
 import pytest
 
-from napari_peft_sam.core.data import sample_dataset
+from napari_peft_sam.core.sources import sample_dataset
 
 
 class Service:

@@ -18,7 +18,9 @@ from napari_peft_sam.cli import main
 from napari_peft_sam.core import results
 from napari_peft_sam.core.errors import ConfigError
 from napari_peft_sam.core.presets import PRESETS, preset
-from napari_peft_sam.core.sweep import SweepSpec, load_study, open_storage, run_worker
+from napari_peft_sam.core.store import open_storage, open_study
+from napari_peft_sam.core.sweep import SweepSpec
+from napari_peft_sam.core.worker import run_worker
 from tests.sweep_helpers import SPEC, fake_runner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +37,7 @@ def storage(request, tmp_path):
 def completed(storage, name="crash"):
     from optuna.trial import TrialState as S
 
-    study = load_study(open_storage(storage), name)
+    study = open_study(open_storage(storage), name)
     return Counter(
         t.user_attrs["point"] for t in study.get_trials() if t.state == S.COMPLETE
     )
@@ -73,7 +75,7 @@ def test_presets_reproduce_the_study_grids():
 def test_invalid_grid_values_are_refused_before_anything_runs():
     with pytest.raises(ConfigError, match="rank must be an integer >= 1"):
         SweepSpec.from_dict({**SPEC, "grid": {"rank": [4, 0]}})
-    with pytest.raises(ConfigError, match="lr must be between"):
+    with pytest.raises(ConfigError, match="lr must be a number > 0"):
         SweepSpec.from_dict({**SPEC, "grid": {"lr": [1e-4, 3.0]}})
 
 
@@ -185,7 +187,7 @@ def test_report_in_the_seed_format_csv_and_heatmap(tmp_path, capsys):
 
 
 def test_passwords_never_reach_the_table():
-    from napari_peft_sam.core.sweep import redact
+    from napari_peft_sam.core.store import redact
 
     assert redact("postgresql://me:secret@db:5432/x") == "postgresql://me:***@db:5432/x"
 

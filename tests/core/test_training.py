@@ -14,12 +14,13 @@ import torch
 from napari_peft_sam.cli import main
 from napari_peft_sam.core import checkpoints, training
 from napari_peft_sam.core.config import DataSpec, ModelSpec, RunConfig, TrainConfig
-from napari_peft_sam.core.data import Dataset, sample_dataset
+from napari_peft_sam.core.data import Dataset
 from napari_peft_sam.core.evaluation import evaluate, run_to_end
 from napari_peft_sam.core.events import StopToken
 from napari_peft_sam.core.inference import Segmenter
 from napari_peft_sam.core.methods import available_methods, make_config
 from napari_peft_sam.core.models import load_base_model
+from napari_peft_sam.core.sources import sample_dataset
 from napari_peft_sam.core.training import TrainingError, train
 
 FAST = {"n_objects": 4, "n_sub_iterations": 2, "val_patches": 2}
@@ -144,8 +145,8 @@ def test_cli_user_errors_exit_2(tmp_path, capsys):
     ]
     for extra, message in [
         (["--method", "lora", "--set", "rank=0"], "rank must be"),
-        (["--method", "lora", "--lr", "5"], "lr must be between"),
-        (["--method", "lora", "--iterations", "0"], "iterations must be at least 1"),
+        (["--method", "lora", "--lr", "5"], "lr must be a number > 0"),
+        (["--method", "lora", "--iterations", "0"], "iterations must be an integer >= 1"),
         (["--method", "nope"], "Unknown PEFT method"),
         (
             ["--method", "lora", "--device", "cuda:0"]

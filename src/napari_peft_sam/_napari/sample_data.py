@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import tifffile
 
-from napari_peft_sam.core.data import sample_data_root
+from napari_peft_sam.core.sources import sample_data_root
 
 
 def _domain(domain: str, colormap: str) -> list[tuple]:

@@ -14,7 +14,6 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLineEdit,
@@ -53,6 +52,26 @@ class _Subset(QWidget):
             box.setChecked(c in (values or []))
 
 
+class _Float(QLineEdit):
+    """A number that may be tiny (a learning rate of 1e-5) or large: typed as text,
+    shown as ``%g``; the service checks the range with the setting's knob."""
+
+    changed = Signal()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.textChanged.connect(self.changed)
+
+    def value(self) -> float | str:
+        try:
+            return float(self.text())
+        except ValueError:
+            return self.text().strip()  # refused with the knob's sentence
+
+    def setValue(self, number: float) -> None:  # noqa: N802  (Qt's spelling)
+        self.setText(f"{float(number):g}")
+
+
 def editor(spec: dict[str, Any]) -> QWidget:
     """The editor widget of one hyperparameter, set to its default."""
     kind, default = spec["kind"], spec["default"]
@@ -73,12 +92,7 @@ def editor(spec: dict[str, Any]) -> QWidget:
         widget = QSpinBox()
         widget.setRange(int(low if low is not None else 0), int(min(high or BIG, BIG)))
     else:
-        widget = QDoubleSpinBox()
-        widget.setDecimals(4)
-        widget.setSingleStep(0.1)
-        widget.setRange(
-            low if low is not None else -BIG, high if high is not None else BIG
-        )
+        widget = _Float()
     widget.setToolTip(f"{spec['help']}\nValid: {spec['range']}.")
     set_value(widget, default)
     return widget
@@ -89,7 +103,7 @@ def value(widget: QWidget) -> Any:
         return widget.isChecked()
     if isinstance(widget, QComboBox):
         return widget.currentText()
-    if isinstance(widget, _Subset):
+    if isinstance(widget, _Subset | _Float):
         return widget.value()
     if isinstance(widget, QLineEdit):
         return widget.text().strip() or None
@@ -103,6 +117,8 @@ def set_value(widget: QWidget, new: Any) -> None:
         widget.setCurrentText(str(new))
     elif isinstance(widget, _Subset):
         widget.set_value(new)
+    elif isinstance(widget, _Float):
+        widget.setText("" if new is None else f"{float(new):g}")
     elif isinstance(widget, QLineEdit):
         widget.setText(_text(new))
     elif new is not None:
@@ -111,9 +127,9 @@ def set_value(widget: QWidget, new: Any) -> None:
 
 def changed_signal(widget: QWidget):
     for name in (
+        "changed",
         "toggled",
         "currentTextChanged",
-        "changed",
         "textChanged",
         "valueChanged",
     ):

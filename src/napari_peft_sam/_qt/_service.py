@@ -22,9 +22,9 @@ class Job(QObject):
     done = Signal(object)
     failed = Signal(str, bool)  # message, caused by the user's input
 
-    def __init__(self, client: ServiceClient, number: int, op: str) -> None:
+    def __init__(self, client: ServiceClient, number: int, request) -> None:
         super().__init__()
-        self.client, self.number, self.op = client, number, op
+        self.client, self.number, self.request = client, number, request
         self.finished = False
         self.result: Any = None
         self.error: str | None = None
@@ -34,7 +34,7 @@ class Job(QObject):
     def stop(self) -> None:
         """Ask the job to finish after its current step (training saves first)."""
         if not self.finished:
-            self.client.send((self.number, "stop", {}))
+            self.client.send((self.number, None))
 
     def _on_done(self, value) -> None:
         self.finished, self.result = True, value
@@ -67,13 +67,13 @@ class ServiceClient(QObject):
 
     # -- public --------------------------------------------------------------------
 
-    def call(self, op: str, **kwargs: Any) -> Job:
-        """Send ``op(**kwargs)`` to the service; returns its :class:`Job`."""
+    def call(self, request) -> Job:
+        """Send a typed request (``core.requests``); returns its :class:`Job`."""
         with self._lock:
             self._next += 1
-            job = Job(self, self._next, op)
+            job = Job(self, self._next, request)
             self._jobs[job.number] = job
-        self.send((job.number, op, kwargs))
+        self.send((job.number, request))
         return job
 
     @property

@@ -1,16 +1,25 @@
-"""What the dock widgets of one viewer share: the service, the store, the runs."""
+"""What the dock widgets of one viewer share: the service, the store, the runs,
+and the user's choices.
+
+Widgets never read each other's Qt children: each writes what the user chose
+into :class:`Choices` (an evented dataclass) and reads what it needs from
+there, connecting to ``choices.events.<field>`` to follow changes.
+"""
 
 from __future__ import annotations
 
 import os
 import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from napari.utils.notifications import show_error, show_info, show_warning
+from psygnal import evented
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QApplication
 
+from ..core import requests
 from ._service import Job, ServiceClient
 
 HOME_ENV = "NAPARI_PEFT_SAM_HOME"
@@ -20,6 +29,23 @@ _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def default_home() -> Path:
     return Path(os.environ.get(HOME_ENV) or Path.home() / "napari-peft-sam")
+
+
+@evented
+@dataclass
+class Choices:
+    """The current data, model, method and training settings of one viewer.
+
+    ``data`` is the Data widget's choice (``data_widget.DataChoice``);
+    ``model`` holds ModelSpec fields; ``method`` a method config dict;
+    ``train`` only the training settings the user set (the rest comes from
+    the model's recipe, as on the command line).
+    """
+
+    data: Any = None
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "demo"})
+    method: dict[str, Any] = field(default_factory=lambda: {"method": "lora"})
+    train: dict[str, Any] = field(default_factory=dict)
 
 
 def notify_failure(message: str, user_error: bool) -> None:
@@ -33,8 +59,8 @@ def notify_failure(message: str, user_error: bool) -> None:
 class Session(QObject):
     """Per viewer: the model service, the results store and the known models.
 
-    ``catalog_ready`` fires once the service has said which methods, models and
-    presets exist; ``results_changed`` whenever a run or sweep adds rows;
+    ``catalog_ready`` fires once the service has said which methods, models,
+    recipes and presets exist; ``results_changed`` whenever a run or sweep adds rows;
     ``models_changed`` when a new run can be picked as a model;
     ``open_run`` asks the prompt tester to load a run folder.
     """
@@ -55,18 +81,18 @@ class Session(QObject):
         self.catalog: dict[str, Any] | None = None
         self.runs: list[str] = []  # run folders pickable as models, newest last
         self.speeds: dict[str, float] = {}
-        self.providers: dict[str, Any] = {}  # "data", "model": the widgets' state
-        self._catalog_job = self.call("catalog", on_done=self._on_catalog)
+        self.choices = Choices()
+        self._catalog_job = self.call(requests.Catalog(), on_done=self._on_catalog)
         # the service also exits by itself when this process ends (its pipe closes)
         QApplication.instance().aboutToQuit.connect(self.close)
 
     # -- service ---------------------------------------------------------------------
 
     def call(
-        self, op: str, on_done=None, on_event=None, on_failed=None, **kwargs
+        self, request: requests.Request, on_done=None, on_event=None, on_failed=None
     ) -> Job:
         """A service request with its callbacks; failures become notifications."""
-        job = self.service.call(op, **kwargs)
+        job = self.service.call(request)
         if on_event is not None:
             job.event.connect(on_event)
         if on_done is not None:
@@ -90,12 +116,10 @@ class Session(QObject):
 
     # -- shared state ----------------------------------------------------------------
 
-    def provider(self, name: str):
-        """The widget that provides ``name`` ("data", "model"), docked if needed."""
-        if name not in self.providers:
-            title = {"data": "Data", "model": "Model and method"}[name]
-            self.viewer.window.add_plugin_dock_widget(PLUGIN, title)
-        return self.providers[name]
+    def dock(self, title: str) -> None:
+        """Show the plugin's widget ``title``, docking it if it is not open yet
+        (it then fills in its part of :attr:`choices`)."""
+        self.viewer.window.add_plugin_dock_widget(PLUGIN, title)
 
     def add_run(self, run_dir: str) -> None:
         if run_dir not in self.runs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,108 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..core import requests
 from ..core.errors import UserError
 from ._session import notify_failure, session_for
 
 SOURCES = ("napari layers", "folders", "sample data", "benchmark dataset")
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    """What the Data widget's user picked (no arrays: layers are named)."""
+
+    kind: str  # one of SOURCES
+    image_layer: str = ""
+    labels_layer: str = ""
+    images: str = ""
+    labels: str = ""
+    name: str = ""
+    stack: bool = False
+    val_fraction: float = 0.2
+
+
+def layer_arrays(viewer, choice: DataChoice) -> tuple[np.ndarray, np.ndarray, str]:
+    names = (choice.image_layer, choice.labels_layer)
+    if not all(names) or any(n not in viewer.layers for n in names):
+        raise UserError("Pick an image layer and a labels layer (or another source).")
+    image, labels = (viewer.layers[n] for n in names)
+    if getattr(image, "multiscale", False) or getattr(labels, "multiscale", False):
+        raise UserError("Multiscale layers are not supported; use a single-scale copy.")
+    return (
+        np.asarray(image.data),
+        np.asarray(labels.data),
+        f"{image.name} + {labels.name}",
+    )
+
+
+def source_request(viewer, choice: DataChoice | None) -> dict[str, Any]:
+    """The service's description of the chosen data (layer arrays travel with it)."""
+    if choice is None:
+        raise UserError("Pick the training data in the Data widget first.")
+    if choice.kind == "napari layers":
+        image, labels, name = layer_arrays(viewer, choice)
+        return {
+            "kind": "arrays",
+            "images": [image],
+            "labels": [labels],
+            "names": [name],
+            "stack": choice.stack,
+            "source": f"napari layers {name}",
+        }
+    if choice.kind == "folders":
+        if not choice.images or not choice.labels:
+            raise UserError("Give a folder (or glob) of images and one of labels.")
+        return {
+            "kind": "files",
+            "images": choice.images,
+            "labels": choice.labels,
+            "stack": choice.stack,
+        }
+    return {"kind": "named", "name": choice.name}
+
+
+def data_spec(choice: DataChoice) -> dict[str, Any]:
+    """DataSpec fields; layer arrays are written into the run folder by the service."""
+    spec = {"val_fraction": choice.val_fraction, "split_seed": 0}
+    if choice.kind in ("sample data", "benchmark dataset"):
+        return spec | {"dataset": choice.name}
+    if choice.kind == "folders":
+        return spec | {
+            "images": [choice.images],
+            "labels": [choice.labels],
+            "stack": choice.stack,
+        }
+    return spec | {"stack": choice.stack}
+
+
+def check_arrays(request: dict[str, Any], val_fraction: float) -> dict[str, Any]:
+    """Images, objects and the split of layer arrays (numpy only: instant)."""
+    from ..core.sources import from_request
+
+    return from_request(request).summary(val_fraction)
+
+
+def sweep_data(viewer, home: Path, choice: DataChoice) -> tuple[str, dict | None]:
+    """A name for the sweep table and DataSpec fields of files on disk (layers
+    are written once under ``home/data/<hash>``)."""
+    request = source_request(viewer, choice)
+    if request["kind"] == "named":
+        return request["name"], None
+    if request["kind"] == "files":
+        return Path(request["images"]).name, data_spec(choice)
+    from ..core.sources import write_pairs
+
+    digest = hashlib.sha1()
+    for array in (*request["images"], *request["labels"]):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    folder = home / "data" / digest.hexdigest()[:12]
+    write_pairs(request["images"], request["labels"], folder)
+    spec = data_spec(choice) | {
+        "images": [str(folder / "images")],
+        "labels": [str(folder / "labels")],
+    }
+    return request["source"], spec
 
 
 class LayerCombo(QComboBox):
@@ -82,7 +181,6 @@ class DataWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
-        self.session.providers["data"] = self
         self.summary: dict[str, Any] | None = None
 
         self.source = QComboBox()
@@ -141,151 +239,74 @@ class DataWidget(QWidget):
         layout.addStretch()
 
         self.source.currentIndexChanged.connect(self.pages.setCurrentIndex)
-        self.source.currentIndexChanged.connect(lambda *_: self._invalidate())
         self.check.clicked.connect(self.run_check)
-        for combo in (self.image_layer, self.labels_layer, self.sample, self.benchmark):
-            combo.currentTextChanged.connect(lambda *_: self._invalidate())
         self.image_layer.currentTextChanged.connect(self._guess_stack)
         self._guess_stack()
         if not any(isinstance(lyr, Image) for lyr in napari_viewer.layers):
             self.source.setCurrentText("sample data")
         self.pages.setCurrentIndex(self.source.currentIndex())
+        for signal in (
+            self.source.currentIndexChanged,
+            self.image_layer.currentTextChanged,
+            self.labels_layer.currentTextChanged,
+            self.sample.currentTextChanged,
+            self.benchmark.currentTextChanged,
+            self.images_path.textChanged,
+            self.labels_path.textChanged,
+            self.stack.toggled,
+            self.val_fraction.valueChanged,
+        ):
+            signal.connect(self._publish)
+        self._publish()
 
     def _guess_stack(self, *_) -> None:
         layer = self.image_layer.layer()
         if layer is not None:
             self.stack.setChecked(layer.ndim - (1 if layer.rgb else 0) > 2)
 
-    # -- what other widgets ask ------------------------------------------------------
-
-    def kind(self) -> str:
-        return self.source.currentText()
-
-    def layer_arrays(self) -> tuple[np.ndarray, np.ndarray, str]:
-        image, labels = self.image_layer.layer(), self.labels_layer.layer()
-        if image is None or labels is None:
-            raise UserError(
-                "Pick an image layer and a labels layer (or another source)."
-            )
-        if getattr(image, "multiscale", False) or getattr(labels, "multiscale", False):
-            raise UserError(
-                "Multiscale layers are not supported; use a single-scale copy."
-            )
-        return (
-            np.asarray(image.data),
-            np.asarray(labels.data),
-            f"{image.name} + {labels.name}",
+    def choice(self) -> DataChoice:
+        """What the form says now."""
+        kind = self.source.currentText()
+        name = self.sample.currentText() if kind == "sample data" else ""
+        if kind == "benchmark dataset":
+            name = self.benchmark.currentText()
+        return DataChoice(
+            kind=kind,
+            image_layer=self.image_layer.currentText(),
+            labels_layer=self.labels_layer.currentText(),
+            images=self.images_path.text().strip(),
+            labels=self.labels_path.text().strip(),
+            name=name,
+            stack=self.stack.isChecked(),
+            val_fraction=self.val_fraction.value(),
         )
 
-    def source_request(self) -> dict[str, Any]:
-        """The service's description of this data (arrays travel with it)."""
-        kind = self.kind()
-        if kind == "napari layers":
-            image, labels, name = self.layer_arrays()
-            return {
-                "kind": "arrays",
-                "images": [image],
-                "labels": [labels],
-                "names": [name],
-                "stack": self.stack.isChecked(),
-                "source": f"napari layers {name}",
-            }
-        if kind == "folders":
-            images, labels = (
-                self.images_path.text().strip(),
-                self.labels_path.text().strip(),
-            )
-            if not images or not labels:
-                raise UserError("Give a folder (or glob) of images and one of labels.")
-            return {
-                "kind": "files",
-                "images": images,
-                "labels": labels,
-                "stack": self.stack.isChecked(),
-            }
-        name = (
-            self.sample.currentText()
-            if kind == "sample data"
-            else self.benchmark.currentText()
-        )
-        return {"kind": "named", "name": name}
-
-    def validated_request(self) -> dict[str, Any]:
-        """``source_request``, with layer data checked here (instant, numpy only)."""
-        request = self.source_request()
-        if request["kind"] == "arrays":
-            self._show(self._check_arrays(request))
-        return request
-
-    def data_spec(self) -> dict[str, Any]:
-        """DataSpec fields; layer arrays are written into the run folder by the service."""
-        request = self.source_request()
-        spec = {"val_fraction": self.val_fraction.value(), "split_seed": 0}
-        if request["kind"] == "named":
-            return spec | {"dataset": request["name"]}
-        if request["kind"] == "files":
-            return spec | {
-                "images": [request["images"]],
-                "labels": [request["labels"]],
-                "stack": request["stack"],
-            }
-        return spec | {"stack": request["stack"]}
-
-    def sweep_data(self) -> tuple[str, dict[str, Any] | None]:
-        """A name for the sweep table and DataSpec fields of files on disk."""
-        request = self.source_request()
-        if request["kind"] == "named":
-            return request["name"], None
-        if request["kind"] == "files":
-            return Path(request["images"]).name, self.data_spec()
-        folder = self._write_layers(request)
-        spec = self.data_spec() | {
-            "images": [str(folder / "images")],
-            "labels": [str(folder / "labels")],
-        }
-        return request["source"], spec
-
-    def _write_layers(self, request: dict[str, Any]) -> Path:
-        from ..core.data import write_pairs
-
-        digest = hashlib.sha1()
-        for array in (*request["images"], *request["labels"]):
-            digest.update(np.ascontiguousarray(array).tobytes())
-        folder = self.session.home / "data" / digest.hexdigest()[:12]
-        write_pairs(request["images"], request["labels"], folder)
-        return folder
+    def _publish(self, *_) -> None:
+        self.summary = None
+        self.result.setText("Not checked yet: press 'Check data'.")
+        self.session.choices.data = self.choice()
 
     # -- checking --------------------------------------------------------------------
 
-    def _invalidate(self) -> None:
-        self.summary = None
-        self.result.setText("Not checked yet: press 'Check data'.")
-
     def run_check(self) -> None:
         """Count images and objects; a problem becomes one notification."""
+        choice = self.choice()
         try:
-            request = self.source_request()
+            request = source_request(self.viewer, choice)
             if request["kind"] == "arrays":
-                self._show(self._check_arrays(request))
+                self._show(check_arrays(request, choice.val_fraction))
                 return
         except UserError as error:
             self._problem(str(error))
             return
         self.result.setText("Checking…")
         self.session.call(
-            "inspect_data",
-            source=request,
-            val_fraction=self.val_fraction.value(),
+            requests.InspectData(request, choice.val_fraction),
             on_done=self._show,
             on_failed=lambda m, user: (
                 self._problem(m) if user else notify_failure(m, user)
             ),
         )
-
-    def _check_arrays(self, request: dict[str, Any]) -> dict[str, Any]:
-        from ..core.data import from_request  # numpy only: quick, no torch
-
-        return from_request(request).summary(self.val_fraction.value())
 
     def _show(self, summary: dict[str, Any]) -> None:
         self.summary = summary

@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
+from ..core import requests
 from ..core.export import FORMATS  # torch-free: the formats' one-line explanations
 from ._session import notify_failure
 
@@ -92,11 +93,8 @@ class ExportDialog(QDialog):
         self.status.setText(f"Exporting to {path}{wait}…")
         self.export_button.setEnabled(False)
         self.job = self.session.call(
-            "export",
-            run_dir=str(self.run_dir),
-            fmt=fmt,
-            out=path,
-            overwrite=True,  # the file dialog has asked before replacing
+            # the file dialog has asked before replacing
+            requests.Export(str(self.run_dir), fmt, path, overwrite=True),
             on_done=self._done,
             on_failed=self._failed,
         )

@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..core import requests
 from ..core.errors import UserError
 from ._form import KnobForm
 from ._session import session_for
@@ -39,7 +40,6 @@ class ModelWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
-        self.session.providers["model"] = self
         self.descriptions: dict[str, dict] = {}
         self.form: KnobForm | None = None
         self.estimate: dict[str, Any] | None = None
@@ -79,6 +79,7 @@ class ModelWidget(QWidget):
 
         self._timer = QTimer(self, singleShot=True, interval=150)
         self._timer.timeout.connect(self._describe)
+        self.session.choices.events.train.connect(lambda *_: self._timer.start())
         self.session.when_ready(self._populate)
 
     # -- catalog -----------------------------------------------------------------------
@@ -139,28 +140,24 @@ class ModelWidget(QWidget):
             raise UserError("The method list is still loading; try again in a moment.")
         return self.form.values()
 
-    def set_method_config(self, values: dict[str, Any]) -> None:
-        self.method.setCurrentText(values["method"])
-        self.form.set_values(values)
-
     # -- live counts -------------------------------------------------------------------
 
     def refresh(self, *_) -> None:
-        self._timer.start()
-
-    def _describe(self) -> None:
+        """Publish the choice, then (debounced) ask for counts and memory."""
         try:
-            spec, method = self.model_spec(), self.method_config()
+            self.session.choices.model = self.model_spec()
+            self.session.choices.method = self.method_config()
         except UserError as error:
             self.counts.setText(str(error))
             return
-        train = self.session.providers.get("train")
-        settings = train.train_settings(strict=False) if train is not None else {}
+        self._timer.start()
+
+    def _describe(self) -> None:
+        choices = self.session.choices
         self.session.call(
-            "describe_model",
-            model=spec["name"],
-            method=method,
-            train=settings,
+            requests.DescribeModel(
+                choices.model["name"], choices.method, choices.train
+            ),
             on_done=self._show_counts,
             on_failed=lambda message, _user: self.counts.setText(
                 f"<font color='#e06060'>{message}</font>"

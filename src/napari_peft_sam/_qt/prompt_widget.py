@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..core import requests
 from ..core.metrics import matched_iou
 from ._session import session_for
 from .data_widget import LayerCombo
@@ -49,7 +50,6 @@ class PromptWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
-        self.session.providers["prompt"] = self
         self._sent: dict[str, int] = {}  # image key -> service generation it went to
         self._busy: dict[str, bool] = {}  # mask layer -> request in flight
         self._dirty: dict[str, bool] = {}
@@ -251,7 +251,7 @@ class PromptWidget(QWidget):
         key = f"{image.name}:{id(image.data)}:{step}"
         generation = self.session.service.ensure_running()  # a restart forgets images
         if self._sent.get(key) != generation:
-            self.session.call("set_image", key=key, image=self._plane(image))
+            self.session.call(requests.SetImage(key, self._plane(image)))
             self._sent[key] = generation
         return key
 
@@ -297,10 +297,7 @@ class PromptWidget(QWidget):
             self._busy[layer_name] = False
 
         self.session.call(
-            "segment",
-            model=model_request(model),
-            key=key,
-            **prompts,
+            requests.Segment(model_request(model), key, **prompts),
             on_done=done,
             on_failed=failed,
         )
@@ -368,9 +365,7 @@ class PromptWidget(QWidget):
             return
         self.auto_readout.setText("Segmenting the whole image…")
         self.session.call(
-            "automatic",
-            model=model_request(chosen(self.model)),
-            key=key,
+            requests.Automatic(model_request(chosen(self.model)), key),
             on_done=self._show_automatic,
         )
 

@@ -19,10 +19,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..core import catalog, requests
 from ._plots import Heatmap
 from ._session import session_for
 
-METRICS = ("ais", "amg", "single point", "single box", "ip", "ib")
 ALL = "all"
 
 
@@ -64,7 +64,6 @@ class ResultsWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
-        self.session.providers["results"] = self
         self.rows: list[dict[str, Any]] = []
         self.visible_rows: list[dict[str, Any]] = []
 
@@ -78,8 +77,8 @@ class ResultsWidget(QWidget):
         self.csv_button = QPushButton("Export CSV…")
         self.md_button = QPushButton("Export Markdown…")
         self.metric = QComboBox()
-        self.metric.addItems(METRICS)
-        self.metric.setCurrentText("single box")
+        self.metric.addItems(catalog.NAMES)
+        self.metric.setCurrentText(catalog.PRIMARY)
         self.x_param, self.y_param = QComboBox(), QComboBox()
         self.heatmap = Heatmap()
         self.status = QLabel()
@@ -121,7 +120,7 @@ class ResultsWidget(QWidget):
 
     def refresh(self) -> None:
         self.status.setText("Reading the results store…")
-        self.session.call("rows", storage=self.session.storage, on_done=self._set_rows)
+        self.session.call(requests.Rows(self.session.storage), on_done=self._set_rows)
 
     def _set_rows(self, rows: list[dict[str, Any]]) -> None:
         self.rows = rows
@@ -159,7 +158,7 @@ class ResultsWidget(QWidget):
             {k for r in rows for k in r["params"] if k not in ("dataset", "model")}
         )
         head = ["study", "status", "dataset", "model", "method"]
-        columns = head + list(METRICS) + params + ["trainable", "time (s)"]
+        columns = head + list(catalog.NAMES) + params + ["trainable", "time (s)"]
         self.table.setSortingEnabled(False)
         self.table.clear()
         self.table.setColumnCount(len(columns))
@@ -167,7 +166,7 @@ class ResultsWidget(QWidget):
         self.table.setRowCount(len(rows))
         for i, row in enumerate(rows):
             values = [row.get(k) for k in head]
-            values += [row["metrics"].get(m) for m in METRICS]
+            values += [row["metrics"].get(m) for m in catalog.NAMES]
             values += [row["params"].get(p) for p in params]
             values += [row.get("trainable_parameters"), row.get("train_time_s")]
             for j, value in enumerate(values):
@@ -218,9 +217,7 @@ class ResultsWidget(QWidget):
             atomic_write_text(path, text)
             self.session.info(f"Wrote {len(self.visible_rows)} rows to {path}.")
 
-        self.session.call(
-            "render_table", table=self.visible_rows, fmt=fmt, on_done=write
-        )
+        self.session.call(requests.RenderTable(self.visible_rows, fmt), on_done=write)
 
     def draw_heatmap(self) -> None:
         metric, x, y = (

@@ -23,9 +23,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..core import catalog, requests
 from ..core.errors import UserError
 from ._service import ServiceClient
 from ._session import notify_failure, session_for
+from .data_widget import sweep_data
 
 CUSTOM = "custom (from Data and Model)"
 EXECUTORS = {
@@ -33,7 +35,6 @@ EXECUTORS = {
     "local processes": "local",
     "SLURM cluster": "slurm",
 }
-METRICS = ["single point", "single box", "ip", "ib"]
 # iterations per second on a CPU where nothing was measured yet (benchmarks/results)
 FALLBACK_SPEED = {"tiny": 2.0, "demo": 4.0}
 
@@ -67,7 +68,6 @@ class SweepWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
-        self.session.providers["sweep"] = self
         self.process: ServiceClient | None = None
         self.job = None
         self.spec: dict[str, Any] | None = None
@@ -82,6 +82,11 @@ class SweepWidget(QWidget):
         self.grid.verticalHeader().setVisible(False)
         self.grid.setMinimumHeight(150)
         self.fill_button = QPushButton("Fill from Model and Train")
+        self.seeds = QSpinBox(minimum=1, maximum=20, value=1)
+        self.seeds.setToolTip(
+            "Training seeds per grid point: with 2 or more the tables show means and "
+            "95 % confidence intervals, and which points are indistinguishable from the best."
+        )
         self.estimate = QLabel()
         self.estimate.setWordWrap(True)
         self.executor = QComboBox()
@@ -118,6 +123,8 @@ class SweepWidget(QWidget):
 
         form = QFormLayout()
         form.addRow("preset", self.preset)
+        seeds = QFormLayout()
+        seeds.addRow("seeds per point", self.seeds)
         run = QFormLayout()
         run.addRow("run on", self.executor)
         run.addRow("workers", self.workers)
@@ -128,6 +135,7 @@ class SweepWidget(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.grid)
         layout.addWidget(self.fill_button)
+        layout.addLayout(seeds)
         layout.addWidget(self.estimate)
         layout.addLayout(run)
         layout.addWidget(self.slurm)
@@ -137,6 +145,7 @@ class SweepWidget(QWidget):
 
         self.preset.currentTextChanged.connect(self._preset_changed)
         self.grid.itemChanged.connect(lambda *_: self.update_estimate())
+        self.seeds.valueChanged.connect(lambda *_: self.update_estimate())
         self.fill_button.clicked.connect(self.fill_custom)
         self.executor.currentTextChanged.connect(self._executor_changed)
         self.workers.valueChanged.connect(lambda *_: self.update_estimate())
@@ -200,26 +209,25 @@ class SweepWidget(QWidget):
                 merged[key] += [v for v in values if v not in merged[key]]
         self.set_grid(merged)
 
+    def _settings(self):
+        """The training settings a run of the chosen model gets (recipe + edits)."""
+        from ..core.recipes import resolve
+
+        choices = self.session.choices
+        return resolve(choices.train, choices.model["name"])[0]
+
     def fill_custom(self) -> None:
         """One row per method hyperparameter and the main training settings."""
         if self.session.catalog is None:  # the service has not answered yet
             return
-        model = self.session.providers.get("model")
-        train = self.session.providers.get("train")
-        grid: dict[str, list] = {}
-        if model is not None and model.form is not None:
-            for name, value in model.method_config().items():
-                if (
-                    name != "method"
-                    and not name.startswith("freeze_")
-                    and value is not None
-                ):
-                    grid[name] = [value]
-        settings = self.session.catalog["train_defaults"] | (
-            train.train_settings(strict=False) if train is not None else {}
-        )
-        grid["lr"] = [settings["lr"]]
-        grid["iterations"] = [settings["iterations"]]
+        grid: dict[str, list] = {
+            name: [value]
+            for name, value in self.session.choices.method.items()
+            if name != "method" and not name.startswith("freeze_") and value is not None
+        }
+        settings = self._settings()
+        grid["lr"] = [settings.lr]
+        grid["iterations"] = [settings.iterations]
         if "rank" in grid:
             grid["rank"] = [2, 8]
         self.set_grid(grid)
@@ -232,14 +240,13 @@ class SweepWidget(QWidget):
         if name != CUSTOM:
             preset = dict(self.session.catalog["presets"][name])
             fixed = {k: v for k, v in preset.get("fixed", {}).items() if k not in grid}
-            return preset | {"grid": grid, "fixed": fixed}
-        data = self.session.provider("data")
-        model = self.session.provider("model")
-        train = self.session.providers.get("train")
-        dataset, files = data.sweep_data()
-        method = model.method_config()
-        spec_model = model.model_spec()
-        if spec_model["checkpoint"]:
+            return preset | {"grid": grid, "fixed": fixed, "seeds": self.seeds.value()}
+        choices = self.session.choices
+        if choices.data is None:
+            self.session.dock("Data")
+        dataset, files = sweep_data(self.viewer, self.session.home, choices.data)
+        method, model = choices.method, choices.model
+        if model.get("checkpoint"):
             raise UserError(
                 "Sweeps run on named base models; a custom checkpoint is not supported yet."
             )
@@ -248,24 +255,23 @@ class SweepWidget(QWidget):
             for k, v in method.items()
             if k not in grid and k != "method" and v is not None
         }
-        settings = train.train_settings() if train is not None else {}
         fixed |= {
             k: v
-            for k, v in settings.items()
+            for k, v in choices.train.items()
             if k not in grid and k != "device" and v is not None
         }
         where = re.sub(r"[^A-Za-z0-9]+", "-", dataset.removeprefix("napari layers "))
-        tag = f"{method['method']}-{spec_model['name']}-{where.strip('-')[:40]}"
+        tag = f"{method['method']}-{model['name']}-{where.strip('-')[:40]}"
         return {
             "name": f"gui-{tag}",
             "dataset": dataset,
-            "model": spec_model["name"],
+            "model": model["name"],
             "method": method["method"],
             "grid": grid,
             "fixed": fixed,
-            "metrics": METRICS,
-            "eval_split": "val",
+            "metrics": list(catalog.PROMPT),
             "data": files,
+            "seeds": self.seeds.value(),
         }
 
     def update_estimate(self) -> None:
@@ -274,7 +280,7 @@ class SweepWidget(QWidget):
         except UserError as error:
             self.estimate.setText(str(error))
             return
-        points = math.prod(len(v) for v in grid.values())
+        points = math.prod(len(v) for v in grid.values()) * self.seeds.value()
         iterations = max(grid.get("iterations", [self._fixed_iterations()]), key=float)
         model = self._model_name()
         speed = self.session.speeds.get(model) or FALLBACK_SPEED.get(model)
@@ -293,20 +299,19 @@ class SweepWidget(QWidget):
     def _fixed_iterations(self) -> int:
         name = self.preset.currentText()
         if name and name != CUSTOM and self.session.catalog:
-            return (
-                self.session.catalog["presets"][name]
-                .get("fixed", {})
-                .get("iterations", 1000)
-            )
-        train = self.session.providers.get("train")
-        return train.iterations.value() if train is not None else 1000
+            preset = self.session.catalog["presets"][name]
+            if "iterations" in preset.get("fixed", {}):
+                return preset["fixed"]["iterations"]
+            from ..core.recipes import recipe_for
+
+            return recipe_for(preset["model"]).settings.get("iterations", 1000)
+        return self._settings().iterations
 
     def _model_name(self) -> str:
         name = self.preset.currentText()
         if name and name != CUSTOM and self.session.catalog:
             return self.session.catalog["presets"][name]["model"]
-        model = self.session.providers.get("model")
-        return model.model.currentText() if model is not None else ""
+        return self.session.choices.model["name"]
 
     def executor_kind(self) -> str:
         return EXECUTORS[self.executor.currentText()]
@@ -348,13 +353,14 @@ class SweepWidget(QWidget):
         }
         self.process = ServiceClient("sweep process")
         self.job = self.process.call(
-            "sweep",
-            spec=self.spec,
-            storage=self.session.storage,
-            runs=str(self.session.home / "sweeps" / self.spec["name"]),
-            executor=self.executor_kind(),
-            workers=self.workers.value(),
-            options=options,
+            requests.Sweep(
+                spec=self.spec,
+                storage=self.session.storage,
+                runs=str(self.session.home / "sweeps" / self.spec["name"]),
+                executor=self.executor_kind(),
+                workers=self.workers.value(),
+                options=options,
+            )
         )
         self.job.event.connect(self._on_event)
         self.job.done.connect(self._on_done)
@@ -395,8 +401,7 @@ class SweepWidget(QWidget):
         if self.spec is None:
             return
         self.session.call(
-            "rows",
-            storage=self.session.storage,
+            requests.Rows(self.session.storage),
             on_done=self._merge_rows,
             on_failed=lambda *_: None,
         )
@@ -415,9 +420,9 @@ class SweepWidget(QWidget):
                 state["state"] = {"fail": "failed", "complete": "done"}.get(
                     row["status"], row["status"]
                 )
-            metric = row["metrics"].get("single box")
+            metric = row["metrics"].get(catalog.PRIMARY)
             state["result"] = (
-                f"single box {metric:.3f}"
+                f"{catalog.PRIMARY} {metric:.3f}"
                 if metric is not None
                 else (row.get("error") or "")
             )

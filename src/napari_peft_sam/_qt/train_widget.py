@@ -12,25 +12,23 @@ import time
 from typing import Any
 
 from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
+from superqt import QCollapsible
 
+from ..core import requests
 from ..core.errors import UserError
+from ._form import changed_signal, editor, set_value, value
 from ._plots import CurvePlot
 from ._service import ServiceClient
 from ._session import notify_failure, session_for
-
-PATCHES = ["model input", "128", "256", "512", "1024"]
+from .data_widget import data_spec, source_request
 
 
 def _eta(seconds: float) -> str:
@@ -42,6 +40,68 @@ def _eta(seconds: float) -> str:
     )
 
 
+class SettingsForm(QWidget):
+    """Every training setting, generated from ``TrainConfig.describe()``.
+
+    Shows the chosen model's recipe; a field the user edits becomes an
+    explicit setting (bold label) that a model change keeps. ``explicit()``
+    is exactly what the command line's flags would carry.
+    """
+
+    def __init__(self, described: list[dict[str, Any]], on_change) -> None:
+        super().__init__()
+        self.editors: dict[str, QWidget] = {}
+        self.labels: dict[str, QLabel] = {}
+        self.edited: set[str] = set()
+        self._loading = False
+        self._on_change = on_change
+        basic = QFormLayout()
+        advanced = QCollapsible("advanced settings")
+        inner = QWidget()
+        advanced_form = QFormLayout(inner)
+        advanced.addWidget(inner)
+        for spec in described:
+            widget = editor(spec)
+            label = QLabel(spec["name"].replace("_", " "))
+            label.setToolTip(widget.toolTip())
+            self.editors[spec["name"]], self.labels[spec["name"]] = widget, label
+            (advanced_form if spec["advanced"] else basic).addRow(label, widget)
+            changed_signal(widget).connect(lambda *_, n=spec["name"]: self._edited(n))
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(basic)
+        layout.addWidget(advanced)
+
+    def _edited(self, name: str) -> None:
+        if self._loading:
+            return
+        self.edited.add(name)
+        font = self.labels[name].font()
+        font.setBold(True)
+        self.labels[name].setFont(font)
+        self._on_change()
+
+    def show_values(self, values: dict[str, Any]) -> None:
+        """Display ``values`` (the resolved settings) in every field not edited."""
+        self._loading = True
+        try:
+            for name, widget in self.editors.items():
+                if name not in self.edited and name in values:
+                    set_value(widget, values[name])
+        finally:
+            self._loading = False
+
+    def explicit(self) -> dict[str, Any]:
+        """The settings the user set (the rest comes from the model's recipe)."""
+        return {name: value(self.editors[name]) for name in sorted(self.edited)}
+
+    def reset(self) -> None:
+        for name in list(self.edited):
+            self.labels[name].setFont(QLabel().font())
+        self.edited.clear()
+        self._on_change()
+
+
 class TrainWidget(QWidget):
     """Starts, follows and stops a fine-tuning run; finished runs are evaluated."""
 
@@ -49,29 +109,15 @@ class TrainWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
-        self.session.providers["train"] = self
         self.process: ServiceClient | None = None
         self.job = None
         self.run_dir: str | None = None
         self.last_result: dict[str, Any] | None = None
+        self.form: SettingsForm | None = None
 
-        # values arrive with the catalog: TrainConfig's defaults, then the
-        # quick settings of the chosen model
-        self.lr = QLineEdit()
-        self.lr.setToolTip("Learning rate of AdamW (micro-sam uses 1e-5).")
-        self.iterations = QSpinBox(minimum=1, maximum=1_000_000)
-        self.n_objects = QSpinBox(minimum=1, maximum=200)
-        self.n_objects.setToolTip("Objects sampled per image and step (micro-sam: 25).")
-        self.patch = QComboBox()
-        self.patch.addItems(PATCHES)
-        self.patch.setToolTip(
-            "Training patch size in pixels, resized to the model input."
-        )
-        self.device = QComboBox()
-        self.device.addItems(["auto", "cpu"])
-        self.with_decoder = QCheckBox("also train the AIS decoder (the ais metric)")
-        self.val_interval = QSpinBox(minimum=1, maximum=100_000)
-        self.val_interval.setToolTip("Validate every this many steps.")
+        self.recipe = QLabel("Waiting for the model service…")
+        self.recipe.setWordWrap(True)
+        self.reset_button = QPushButton("Reset to the model's recipe")
         self.train_button = QPushButton("Train")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
@@ -82,19 +128,14 @@ class TrainWidget(QWidget):
         self.loss_plot = CurvePlot("training loss")
         self.val_plot = CurvePlot("validation")
 
-        form = QFormLayout()
-        form.addRow("learning rate", self.lr)
-        form.addRow("iterations", self.iterations)
-        form.addRow("objects per image", self.n_objects)
-        form.addRow("patch size", self.patch)
-        form.addRow("device", self.device)
-        form.addRow("validate every", self.val_interval)
-        form.addRow("", self.with_decoder)
+        self.form_box = QVBoxLayout()
         buttons = QHBoxLayout()
         buttons.addWidget(self.train_button)
         buttons.addWidget(self.stop_button)
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
+        layout.addWidget(self.recipe)
+        layout.addLayout(self.form_box)
+        layout.addWidget(self.reset_button)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
@@ -106,67 +147,54 @@ class TrainWidget(QWidget):
         self.session.when_ready(self._populate)
 
     def _populate(self, catalog: dict) -> None:
-        defaults = catalog["train_defaults"]
-        self.n_objects.setValue(defaults["n_objects"])
-        self.val_interval.setValue(defaults["val_interval"])
-        for device in catalog["devices"]:
-            if self.device.findText(device) < 0:
-                self.device.addItem(device)
-        model = self.session.providers.get("model")
-        self.suggest(model.model.currentText() if model is not None else "")
-        if model is not None:
-            model.model.currentTextChanged.connect(self.suggest)
+        if self.form is not None:
+            return
+        self.form = SettingsForm(catalog["train_settings"], self._publish)
+        self.form_box.addWidget(self.form)
+        self.reset_button.clicked.connect(self.form.reset)
+        self.session.choices.events.model.connect(lambda *_: self._show_recipe())
+        self._show_recipe()
 
-    def suggest(self, model_name: str) -> None:
-        """Settings that suit the base model (quick ones for the CPU models)."""
+    def _show_recipe(self) -> None:
+        """Show the chosen model's recipe in every field the user has not set."""
         catalog = self.session.catalog
-        quick = catalog["quick_settings"].get(model_name, catalog["train_defaults"])
-        self.lr.setText(f"{quick['lr']:g}")
-        self.iterations.setValue(quick["iterations"])
+        model = self.session.choices.model["name"]
+        recipe = catalog["recipes"].get(model) or catalog["recipes"][model[:5]]
+        defaults = {s["name"]: s["default"] for s in catalog["train_settings"]}
+        self.form.show_values(defaults | recipe["settings"])
+        self.recipe.setText(
+            f"Settings of the <b>{recipe['name']}</b> recipe for {model}; "
+            "fields you change (bold) override it."
+        )
 
-    # -- the config ------------------------------------------------------------------
+    def _publish(self) -> None:
+        self.session.choices.train = self.form.explicit()
 
-    def train_settings(self, strict: bool = True) -> dict[str, Any]:
-        """TrainConfig fields from the form (without ``lr`` if it is not a number
-        and ``strict`` is off, so that TrainConfig's default applies)."""
-        try:
-            lr = {"lr": float(self.lr.text())}
-        except ValueError:
-            if strict:
-                raise UserError(
-                    f"The learning rate must be a number like 1e-4, got {self.lr.text()!r}."
-                ) from None
-            lr = {}
-        patch = self.patch.currentText()
-        return lr | {
-            "iterations": self.iterations.value(),
-            "n_objects": self.n_objects.value(),
-            "patch_size": None if patch == PATCHES[0] else int(patch),
-            "device": self.device.currentText(),
-            "with_decoder": self.with_decoder.isChecked(),
-            "val_interval": min(self.val_interval.value(), self.iterations.value()),
-            "val_patches": 4,
-            "checkpoint_interval": 25,
-        }
+    # -- the request -----------------------------------------------------------------
 
-    def run_request(self) -> dict[str, Any]:
-        data = self.session.provider("data")
-        model = self.session.provider("model")
-        source = data.validated_request()
+    def run_request(self) -> requests.Train:
+        choices = self.session.choices
+        if choices.data is None:
+            self.session.dock("Data")
+        source = source_request(self.viewer, choices.data)
+        if source["kind"] == "arrays":
+            from .data_widget import check_arrays
+
+            check_arrays(source, choices.data.val_fraction)  # instant, numpy only
         config = {
-            "data": data.data_spec(),
-            "model": model.model_spec(),
-            "method": model.method_config(),
-            "train": self.train_settings(),
+            "data": data_spec(choices.data),
+            "model": dict(choices.model),
+            "method": dict(choices.method),
+            "train": dict(choices.train),
         }
         stamp = time.strftime("%Y%m%d-%H%M%S")
         name = f"{stamp}-{config['method']['method']}-{config['model']['name']}"
-        return {
-            "config": config,
-            "source": source,
-            "run_dir": str(self.session.runs_dir / name),
-            "storage": self.session.storage,
-        }
+        return requests.Train(
+            config=config,
+            source=source,
+            run_dir=str(self.session.runs_dir / name),
+            storage=self.session.storage,
+        )
 
     # -- running ---------------------------------------------------------------------
 
@@ -182,17 +210,17 @@ class TrainWidget(QWidget):
         except UserError as error:
             notify_failure(str(error), True)
             return
-        self.run_dir = request["run_dir"]
-        self.model_name = request["config"]["model"]["name"]
+        self.run_dir = request.run_dir
+        self.model_name = request.config["model"]["name"]
         self.last_result = None
         self.loss_plot.clear()
         self.val_plot.clear()
-        self.progress.setRange(0, request["config"]["train"]["iterations"])
+        self.progress.setRange(0, 0)  # until the first step says how many
         self.progress.setValue(0)
         self.status.setText("Starting the training process…")
         self._started = time.monotonic()
         self.process = ServiceClient("training process")
-        self.job = self.process.call("train", **request)
+        self.job = self.process.call(request)
         self.job.event.connect(self._on_event)
         self.job.done.connect(self._on_done)
         self.job.failed.connect(self._on_failed)
@@ -209,6 +237,7 @@ class TrainWidget(QWidget):
     def _on_event(self, event) -> None:
         kind = getattr(event, "kind", None)
         if kind == "step":
+            self.progress.setRange(0, event.total)
             self.progress.setValue(event.step)
             self.loss_plot.add("loss", event.step, event.loss)
             self.status.setText(
@@ -222,6 +251,8 @@ class TrainWidget(QWidget):
                     self.val_plot.add(
                         name.removeprefix("val_"), event.step, event.metrics[name]
                     )
+        elif kind == "progress" and event.done == 0:  # the memory check's message
+            self.status.setText(event.message)
         elif kind == "progress":
             self.status.setText(
                 f"evaluating on held-out images: {event.done}/{event.total}"
@@ -237,9 +268,10 @@ class TrainWidget(QWidget):
         self.last_result = result
         self._finish()
         self.session.add_run(result["run_dir"])
-        if result.get("stopped"):
+        if result["status"] == "stopped":
             self.status.setText(
-                f"Stopped at step {result['steps']}; checkpoint in {result['run_dir']}."
+                f"Stopped at step {result['iterations']}; checkpoint in "
+                f"{result['run_dir']}."
             )
             self.session.info(
                 f"Training stopped; the checkpoint is in {result['run_dir']}."

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Dataset, from_arrays, read_image
+from .data import Dataset, from_arrays
 from .errors import UserError
+from .sources import read_image
 
 DATA_ENV = "NAPARI_PEFT_SAM_DATA_DIR"
 SPLITS = ("train", "val", "test")

@@ -1,4 +1,4 @@
-"""Run folders: adapter files, the JSON run card, and export for micro-sam users.
+"""Run folders: adapter files and the JSON run card (exports: ``core.export``).
 
 A run folder holds ``adapter_best.pt`` / ``adapter_latest.pt`` (only the
 tensors that trained, loaded with ``weights_only=True``), ``card.json`` (what
@@ -10,7 +10,6 @@ full disk leaves the previous version intact.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -26,10 +25,8 @@ from .errors import UserError
 from .files import atomic_write, atomic_write_json  # noqa: F401  (re-exported)
 from .methods import apply_method, config_from_dict, get_method, trainable_state
 from .methods.base import MethodConfig
-from .models import ARCHITECTURES, BaseModelInfo, file_hash, load_base_model
-
-CARD = "card.json"
-CARD_FORMAT = "napari-peft-sam/run-card"
+from .models import ARCHITECTURES, BaseModelInfo, load_base_model
+from .runfolder import CARD, CARD_FORMAT, read_card  # noqa: F401  (re-exported)
 
 
 def adapter_path(run_dir: str | os.PathLike, tag: str = "best") -> Path:
@@ -120,20 +117,8 @@ def save_run(
 
 
 def write_card(run_dir: str | os.PathLike, card: dict[str, Any]) -> Path:
+    """Write a new run's card (an existing card changes through ``update_card``)."""
     return atomic_write_json(Path(run_dir) / CARD, card)
-
-
-def read_card(run_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(run_dir) / CARD
-    if not path.is_file():
-        raise UserError(f"{run_dir} is not a run folder: it has no {CARD}.")
-    try:
-        card = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path} is not valid JSON ({error.msg}).") from None
-    if card.get("format") != CARD_FORMAT:
-        raise UserError(f"{path} is not a napari-peft-sam run card.")
-    return card
 
 
 def load_run(
@@ -169,44 +154,3 @@ def load_adapter_into(model: nn.Module, path: str | os.PathLike) -> None:
             f"{missing[:1] or 'nothing'}, unexpected {extra[:1] or 'nothing'})."
         )
     model.load_state_dict(tensors, strict=False)
-
-
-def export_run(
-    run_dir: str | os.PathLike, fmt: str, out: str | os.PathLike, tag: str = "best"
-) -> dict[str, Any]:
-    """Export a run for micro-sam users; returns how to load the file.
-
-    ``micro-sam``: the full state dict under micro-sam's PEFT module names,
-    loaded with ``get_sam_model(model_type, checkpoint_path, peft_kwargs)``.
-    ``merged``: the update folded into plain SAM weights (every method whose
-    update is linear in the weights), loaded with no PEFT code at all.
-    """
-    sam, card = load_run(run_dir, tag)
-    cfg = config_from_dict(card["method"])
-    info = BaseModelInfo(**card["base_model"])
-    spec = get_method(cfg.method)
-    if fmt == "merged":
-        if spec.merge is None:
-            raise UserError(
-                f"{cfg.title} cannot be merged into plain SAM weights (its adapter "
-                "is not linear in them); export with --format micro-sam instead."
-            )
-        spec.merge(sam, cfg)
-        state = sam.state_dict()
-        recipe = {"model_type": info.architecture, "peft_kwargs": None}
-        if info.image_size != 1024:
-            recipe["image_size"] = info.image_size
-    elif fmt == "micro-sam":
-        recipe = microsam_load_recipe(info, cfg)
-        if not recipe:
-            raise UserError(
-                f"micro-sam cannot rebuild a {info.architecture} model with "
-                f"{cfg.title}; export with --format merged instead."
-            )
-        state = spec.microsam_state(sam.state_dict(), cfg)
-    else:
-        raise UserError(f"Unknown export format {fmt!r}; use micro-sam or merged.")
-    out = save_tensors(out, state)
-    recipe = {**recipe, "checkpoint_path": str(out), "hash": file_hash(out)}
-    atomic_write_json(out.with_name(out.name + ".json"), recipe)
-    return recipe

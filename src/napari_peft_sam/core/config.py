@@ -193,6 +193,17 @@ class TrainConfig:
     checkpoint_interval: int = _setting(
         50, "Save a checkpoint every this many steps.", "int", low=1, advanced=True
     )
+    memory_saving: str = _setting(
+        "auto",
+        "auto: the preflight turns on what the run needs to fit in memory; off; "
+        "chunks (encoder attention in query chunks recomputed in backward, objects "
+        "decoded 8 at a time); checkpoint (chunks, and every encoder block "
+        "recomputed in backward). Results are equal; chunks cost about 5 % time, "
+        "checkpoint about 25 %.",
+        "choice",
+        choices=("auto", "off", "chunks", "checkpoint"),
+        advanced=True,
+    )
 
     def __post_init__(self) -> None:
         validate(self, "train")
@@ -224,10 +235,19 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
+    """A run: data + model + method + training settings.
+
+    ``train_sources`` says where each training setting came from (explicit,
+    the model's recipe, or the default; ``core.recipes.resolve``);
+    ``init_from`` names a run whose adapter the training starts from.
+    """
+
     data: DataSpec = field(default_factory=DataSpec)
     model: ModelSpec = field(default_factory=ModelSpec)
     method: MethodConfig = field(default_factory=lambda: make_config("lora"))
     train: TrainConfig = field(default_factory=TrainConfig)
+    train_sources: dict[str, str] = field(default_factory=dict)
+    init_from: str | None = None  # a run folder whose adapter is the starting point
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -235,6 +255,8 @@ class RunConfig:
             "model": dataclasses.asdict(self.model),
             "method": self.method.to_dict(),
             "train": dataclasses.asdict(self.train),
+            "train_sources": dict(self.train_sources),
+            "init_from": self.init_from,
         }
 
     @classmethod
@@ -245,6 +267,8 @@ class RunConfig:
                 model=ModelSpec(**values.get("model", {})),
                 method=config_from_dict(values.get("method", {"method": "lora"})),
                 train=TrainConfig.from_dict(values.get("train", {})),
+                train_sources=dict(values.get("train_sources", {})),
+                init_from=values.get("init_from"),
             )
         except TypeError as error:
             raise ConfigError(f"Run config has an unknown field ({error}).") from None

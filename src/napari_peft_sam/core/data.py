@@ -10,22 +10,12 @@ saying what to change.
 
 from __future__ import annotations
 
-import glob
-import os
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 
 import numpy as np
 
 from .errors import UserError
-
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".zarr", ".h5", ".hdf5")
-SAMPLE_DOMAINS = ("nuclei", "organoids")
-# name parts that distinguish an image from its labels: "x_img.tif" <-> "x_masks.png"
-_ROLE_WORDS = r"(img|image|raw|im|label|labels|mask|masks|seg|gt|instances)"
 
 
 @dataclass(frozen=True)
@@ -228,182 +218,7 @@ def from_arrays(
     return Dataset(samples, source)
 
 
-def read_image(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
-    """Read a tif, png, jpg, or a dataset ``key`` of a zarr or hdf5 file."""
-    path = Path(path)
-    try:
-        suffix = path.suffix.lower()
-        if suffix in (".h5", ".hdf5"):
-            import h5py
-
-            with h5py.File(path, "r") as f:
-                return f[_need_key(key, path)][()]
-        if suffix == ".zarr":
-            import zarr
-
-            return np.asarray(zarr.open(str(path), mode="r")[_need_key(key, path)])
-        if suffix in (".tif", ".tiff"):
-            import tifffile
-
-            return tifffile.imread(path)
-        import imageio.v3 as iio
-
-        return iio.imread(path)
-    except UserError:
-        raise
-    except Exception as error:
-        raise UserError(
-            f"Cannot read {path} ({type(error).__name__}: {error})."
-        ) from None
-
-
-def _need_key(key: str | None, path: Path) -> str:
-    if not key:
-        raise UserError(
-            f"{path} is a container file: pass the dataset name inside it with --key."
-        )
-    return key
-
-
-def expand_paths(pattern: str | os.PathLike | Sequence) -> list[Path]:
-    """Files of a folder, a glob pattern, a single file, or a list of these."""
-    if isinstance(pattern, (list, tuple)):
-        return [p for item in pattern for p in expand_paths(item)]
-    text = str(pattern)
-    path = Path(text)
-    if path.is_dir() and path.suffix.lower() != ".zarr":
-        found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not found:
-            raise UserError(
-                f"Folder {path} contains no images ({', '.join(IMAGE_SUFFIXES)})."
-            )
-        return found
-    if any(ch in text for ch in "*?["):
-        found = sorted(Path(p) for p in glob.glob(text))
-        if not found:
-            raise UserError(f"The pattern {text} matches no files.")
-        return found
-    if not path.exists():
-        raise UserError(f"{path} does not exist.")
-    return [path]
-
-
-def _match_key(path: Path) -> str:
-    stem = path.name.split(".")[0].lower()
-    return re.sub(rf"([_\-. ]?{_ROLE_WORDS})+$", "", stem) or stem
-
-
-def pair_paths(images: list[Path], labels: list[Path]) -> list[tuple[Path, Path]]:
-    """Match images to labels by file name (ignoring words like _img / _masks)."""
-    if len(images) != len(labels):
-        raise UserError(
-            f"Found {len(images)} images but {len(labels)} label files; they must pair up."
-        )
-    by_key = {_match_key(p): p for p in labels}
-    if len(by_key) == len(labels) and all(_match_key(p) in by_key for p in images):
-        return [(p, by_key[_match_key(p)]) for p in images]
-    if [p.name for p in images] == [p.name for p in labels] or len(images) == 1:
-        return list(zip(images, labels, strict=True))
-    missing = next(p for p in images if _match_key(p) not in by_key)
-    raise UserError(f"No label file matches image {missing.name}; name them alike.")
-
-
-def from_files(
-    images: str | os.PathLike | Sequence,
-    labels: str | os.PathLike | Sequence,
-    image_key: str | None = None,
-    label_key: str | None = None,
-    stack: bool = False,
-) -> Dataset:
-    """A dataset from folders, glob patterns or files of images and labels."""
-    pairs = pair_paths(expand_paths(images), expand_paths(labels))
-    arrays = [
-        (read_image(i, image_key), read_image(lab, label_key)) for i, lab in pairs
-    ]
-    names = [i.name for i, _ in pairs]
-    return from_arrays(arrays, names, stack=stack, source=f"files {images}")
-
-
-def sample_data_root() -> Path:
-    return Path(str(resources.files("napari_peft_sam") / "sample_data"))
-
-
-def sample_dataset(domain: str) -> Dataset:
-    """The shipped sample data of ``domain`` (nuclei or organoids)."""
-    if domain not in SAMPLE_DOMAINS:
-        raise UserError(
-            f"Unknown sample data {domain!r}; choose {' or '.join(SAMPLE_DOMAINS)}."
-        )
-    root = sample_data_root() / domain
-    dataset = from_files(root / "images", root / "labels")
-    dataset.source = f"sample data '{domain}'"
-    return dataset
-
-
-def load_dataset(
-    dataset: str | None = None,
-    images=None,
-    labels=None,
-    image_key: str | None = None,
-    label_key: str | None = None,
-    stack: bool = False,
-    split: str = "train",
-) -> Dataset:
-    """The dataset a CLI or GUI request names: sample data, benchmark, or files."""
-    if dataset is not None:
-        if dataset in SAMPLE_DOMAINS:
-            return sample_dataset(dataset)
-        from .benchmarks import benchmark_dataset
-
-        return benchmark_dataset(dataset, split)
-    if images is None or labels is None:
-        raise UserError("Name a dataset, or give both images and labels.")
-    return from_files(images, labels, image_key, label_key, stack)
-
-
-def from_request(source: dict) -> Dataset:
-    """The dataset a GUI request names: layers' arrays, files, or a name.
-
-    ``source["kind"]`` is ``arrays`` (``images``, ``labels``, ``names``,
-    ``stack``, ``source``), ``files`` (``images``, ``labels``, ``stack``) or
-    ``named`` (``name``: sample data or a benchmark).
-    """
-    kind = source["kind"]
-    if kind == "arrays":
-        return from_arrays(
-            list(zip(source["images"], source["labels"], strict=True)),
-            source.get("names"),
-            source.get("stack", False),
-            source.get("source", "napari layers"),
-        )
-    if kind == "files":
-        return load_dataset(
-            images=source["images"], labels=source["labels"], stack=source.get("stack")
-        )
-    return load_dataset(source["name"])
-
-
-def write_pairs(
-    images: Sequence[np.ndarray],
-    labels: Sequence[np.ndarray],
-    folder: str | os.PathLike,
-) -> tuple[list[str], list[str]]:
-    """Save (image, labels) pairs as ``folder/images|labels/layer_NN.tif``.
-
-    What the GUI trains on becomes files that ``--images``/``--labels`` (and a
-    run card) can name, so a run from napari layers can be reproduced.
-    """
-    from .files import atomic_write_tiff
-
-    out: dict[str, list[str]] = {"images": [], "labels": []}
-    for k, pair in enumerate(zip(images, labels, strict=True)):
-        for kind, array in zip(out, pair, strict=True):
-            path = Path(folder) / kind / f"layer_{k:02d}.tif"
-            out[kind].append(str(atomic_write_tiff(path, array)))
-    return out["images"], out["labels"]
-
-
-# -- tiles and patches ---------------------------------------------------------
+# -- tiles ------------------------------------------------------------------------
 
 
 def relabel_consecutive(labels: np.ndarray, min_size: int = 1) -> np.ndarray:
@@ -436,88 +251,31 @@ def split_tiles(sample: Sample, val_fraction: float) -> tuple[Sample, Sample]:
     return parts[0], parts[1]
 
 
-@dataclass(frozen=True)
-class Patch:
-    image: np.ndarray  # float32 (P, P, 3)
-    labels: np.ndarray  # int32 (P, P), ids 1..n
-    source: str
+_MOVED = {
+    **dict.fromkeys(
+        (
+            "IMAGE_SUFFIXES",
+            "SAMPLE_DOMAINS",
+            "read_image",
+            "expand_paths",
+            "pair_paths",
+            "from_files",
+            "sample_data_root",
+            "sample_dataset",
+            "load_dataset",
+            "from_request",
+            "write_pairs",
+        ),
+        "sources",
+    ),
+    **dict.fromkeys(("Patch", "PatchSampler", "pad_to"), "patches"),
+}
 
 
-def pad_to(array: np.ndarray, size: int) -> np.ndarray:
-    """Zero-pad the first two axes up to ``size`` (images smaller than a patch)."""
-    pad_h, pad_w = max(0, size - array.shape[0]), max(0, size - array.shape[1])
-    if not (pad_h or pad_w):
-        return array
-    widths = [(0, pad_h), (0, pad_w)] + [(0, 0)] * (array.ndim - 2)
-    return np.pad(array, widths)
+def __getattr__(name: str):
+    # TODO(lead): remove once every caller imports from core.sources / core.patches
+    if name in _MOVED:
+        import importlib
 
-
-class PatchSampler:
-    """Reproducible random square patches with enough objects for training.
-
-    Patches hold at least ``min_objects`` objects of at least ``min_size``
-    pixels (ids are relabelled 1..n); at most ``max_objects`` of them are
-    kept. Images smaller than the patch are zero-padded.
-    """
-
-    def __init__(
-        self,
-        dataset: Dataset,
-        patch_size: int,
-        min_objects: int = 1,
-        max_objects: int | None = None,
-        min_size: int = 10,
-        seed: int = 0,
-        max_attempts: int = 200,
-    ) -> None:
-        if not any(s.n_objects for s in dataset):
-            raise UserError(
-                "The labels contain no objects; draw or load at least one object."
-            )
-        self.dataset, self.patch_size = dataset, patch_size
-        self.min_objects, self.max_objects = min_objects, max_objects
-        self.min_size, self.max_attempts = min_size, max_attempts
-        self.rng = np.random.default_rng(seed)
-
-    def __iter__(self) -> Iterator[Patch]:
-        while True:
-            yield self.sample()
-
-    def sample(self) -> Patch:
-        best = None
-        for _ in range(self.max_attempts):
-            patch = self._random_patch()
-            n = int(patch.labels.max())
-            if n >= self.min_objects:
-                return self._cap(patch)
-            if best is None or n > best.labels.max():
-                best = patch
-        if best is None or best.labels.max() == 0:
-            raise UserError(
-                f"No {self.patch_size}x{self.patch_size} patch holds an object of "
-                f"{self.min_size} pixels or more; use a larger patch or check the labels."
-            )
-        return self._cap(best)  # fewer objects than asked, but never an empty patch
-
-    def _random_patch(self) -> Patch:
-        sample = self.dataset[int(self.rng.integers(len(self.dataset)))]
-        size = self.patch_size
-        image, labels = pad_to(sample.image, size), pad_to(sample.labels, size)
-        y = int(self.rng.integers(labels.shape[0] - size + 1))
-        x = int(self.rng.integers(labels.shape[1] - size + 1))
-        window = (slice(y, y + size), slice(x, x + size))
-        return Patch(
-            image[window],
-            relabel_consecutive(labels[window], self.min_size),
-            sample.name,
-        )
-
-    def _cap(self, patch: Patch) -> Patch:
-        n = int(patch.labels.max())
-        if self.max_objects is None or n <= self.max_objects:
-            return patch
-        keep = np.sort(
-            self.rng.choice(np.arange(1, n + 1), self.max_objects, replace=False)
-        )
-        labels = np.where(np.isin(patch.labels, keep), patch.labels, 0)
-        return Patch(patch.image, relabel_consecutive(labels), patch.source)
+        return getattr(importlib.import_module(f".{_MOVED[name]}", __package__), name)
+    raise AttributeError(name)

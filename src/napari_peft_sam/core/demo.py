@@ -22,12 +22,12 @@ import torch
 
 from .checkpoints import atomic_write_json, save_tensors
 from .config import DataSpec, ModelSpec, RunConfig, TrainConfig
-from .data import sample_dataset
 from .evaluation import evaluate, run_to_end
 from .events import StopToken
 from .inference import Segmenter
 from .methods import make_config
 from .models import ARCHITECTURES, demo_weights, random_sam
+from .sources import sample_dataset
 from .training import train
 
 PRETRAIN = TrainConfig(
@@ -122,46 +122,49 @@ if __name__ == "__main__":
     main()
 
 
-def run_demo(workdir: Path, log=print) -> dict:
-    """The main job, offline: the demo sweep on organoids plus the base-model row."""
-    from . import results
-    from .data import Dataset
+def run_demo(workdir: Path, log=print, spec=None) -> dict:
+    """The main job, offline: the demo sweep on organoids plus the base-model row.
+
+    ``spec`` replaces the ``demo`` preset (tests run the same path on ``tiny``).
+    """
+    from . import catalog, results
     from .evaluation import evaluate_model
+    from .events import run_to_end
     from .executors import launch
     from .presets import preset
-    from .sweep import record_run
+    from .runs import base_model_record
+    from .splits import held_out
+    from .store import add_record
 
     workdir = Path(workdir)
     storage = str(workdir / "results.journal")
-    spec = preset("demo")
-    _, held_out = sample_dataset(spec.dataset).split(0.2, seed=0)
-    held_out = Dataset(list(held_out), f"{spec.dataset} (held-out)")
-    log(f"1/3 base model 'demo' on {held_out.describe()}")
+    spec = spec or preset("demo")
+    test_set = held_out(spec.run_config(spec.points()[0]))
+    log(f"1/3 base model {spec.model!r} on {test_set.describe()}")
     base = run_to_end(
-        evaluate_model(held_out, spec.metrics, model="demo", device="cpu")
+        evaluate_model(test_set, spec.metrics, model=spec.model, device="cpu")
     )
-    existing = (
-        [r for r in results.rows(storage) if r["study"] == "demo-reference"]
-        if (workdir / "results.journal").exists()
-        else []
+    reference = f"{spec.name}-reference"
+    known = (workdir / "results.journal").exists() and any(
+        r["study"] == reference for r in results.rows(storage)
     )
-    if not existing:
-        record_run(
-            storage,
-            "demo-reference",
-            {"rank": "base", "alpha": "base"},
-            {"metrics": base.metrics, "trainable_parameters": 0},
-            {"model": "demo", "dataset": spec.dataset, "method": "none"},
+    if not known:
+        record = base_model_record(
+            spec.model,
+            spec.dataset,
+            base.metrics,
+            {"source": test_set.source, "images": len(test_set)},
+            params=dict.fromkeys(spec.param_names(), "base"),
         )
+        add_record(storage, reference, record.attrs())
     n = len(spec.points())
-    log(
-        f"2/3 LoRA sweep: {n} points (rank x alpha), {spec.fixed['iterations']} steps each"
-    )
+    iterations = spec.run_config(spec.points()[0]).train.iterations
+    log(f"2/3 LoRA sweep: {n} points (rank x alpha), {iterations} steps each")
     launch(spec, storage, workdir / "runs")
     table = results.rows(storage, [spec.name])
     log("3/3 results")
     heatmap = workdir / "heatmap_single_box.png"
-    results.heatmap(table, "single box", "rank", "alpha", heatmap)
+    results.heatmap(table, catalog.PRIMARY, "rank", "alpha", heatmap)
     return {
         "storage": storage,
         "base": base.metrics,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import catalog
 from . import metrics as m
 from .automatic import segmentations, tune
 from .data import Dataset
@@ -28,8 +29,8 @@ from .events import ProgressEvent, run_to_end  # noqa: F401  (re-exported)
 from .inference import Segmenter, masks_to_segmentation
 from .prompts import corrective_points
 
-PROMPT_METRICS = ("single point", "single box", "ip", "ib")
-ALL_METRICS = ("ais", "amg", *PROMPT_METRICS)
+PROMPT_METRICS = catalog.PROMPT
+ALL_METRICS = catalog.NAMES
 
 
 @dataclass
@@ -40,6 +41,7 @@ class EvalResult:
     sa75: dict[str, float] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
     settings: dict[str, dict] = field(default_factory=dict)  # ais/amg post-processing
+    card_error: str | None = None  # why the run's card could not take the numbers
     kind: str = "evaluation"
 
     def to_dict(self) -> dict:
@@ -66,6 +68,27 @@ def gt_prompts(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ids, points, bbox
 
 
+def _rounds(segmenter, emb, truth, centers, boxes, start_with_box, n_rounds, gen):
+    """Masks (n, H, W) of one chunk of objects after each prompting round."""
+    device = segmenter.device
+    points = labels = box = None
+    if start_with_box:
+        box = torch.from_numpy(boxes).to(device)
+    else:
+        points = torch.from_numpy(centers).to(device)[:, None]
+        labels = torch.ones(points.shape[:2], dtype=torch.int64, device=device)
+    for it in range(n_rounds):
+        multimask = it == 0 and not start_with_box
+        masks, _ = segmenter.predict(emb, points, labels, box, None, multimask)
+        yield masks
+        if it == n_rounds - 1:
+            return
+        new_points, new_labels = corrective_points(truth, masks, gen)
+        new_points = new_points.float()
+        points = new_points if points is None else torch.cat([points, new_points], 1)
+        labels = new_labels if labels is None else torch.cat([labels, new_labels], 1)
+
+
 def iterative_prompting(
     segmenter: Segmenter,
     image: np.ndarray,
@@ -74,49 +97,55 @@ def iterative_prompting(
     n_iterations: int = 8,
     seed: int = 0,
     batch_size: int = 64,
+    keep: Sequence[int] | None = None,
 ) -> list[np.ndarray]:
-    """Instance segmentations after each of ``n_iterations`` prompting rounds."""
+    """Instance segmentations after prompting rounds.
+
+    Parameters
+    ----------
+    segmenter, image, labels
+        The model, a normalised (H, W, 3) image and its ground-truth instances.
+    start_with_box
+        Start from each object's box (ib), else from its centre point (ip).
+    n_iterations
+        Prompting rounds: the first prompt, then corrective points.
+    seed
+        Seeds the corrective points' draws.
+    batch_size
+        Objects prompted together (bounds the memory of full-size masks).
+    keep
+        The rounds to return (indices into ``range(n_iterations)``, -1 the
+        last); all by default. Only these are turned into instance labels,
+        and no round after the last kept one is computed.
+    """
+    keep = range(n_iterations) if keep is None else keep
+    keep = [k % n_iterations for k in keep]
     ids, centers, boxes = gt_prompts(labels)
     shape = labels.shape
     if len(ids) == 0:
-        return [np.zeros(shape, np.int32)] * n_iterations
+        return [np.zeros(shape, np.int32) for _ in keep]
     emb = segmenter.embed(image)
-    device = segmenter.device
-    gen = torch.Generator(device).manual_seed(seed)
-    truth_all = torch.from_numpy(labels).to(device)
-    outputs = [[] for _ in range(n_iterations)]
+    gen = torch.Generator(segmenter.device).manual_seed(seed)
+    truth_all = torch.from_numpy(labels).to(segmenter.device)
+    outputs: dict[int, list[np.ndarray]] = {k: [] for k in keep}
     for start in range(0, len(ids), batch_size):
-        chunk = ids[start : start + batch_size]
-        truth = truth_all[None] == torch.from_numpy(chunk).to(device)[:, None, None]
-        if start_with_box:
-            points = labels_ = None
-            box = torch.from_numpy(boxes[start : start + batch_size])
-        else:
-            points = torch.from_numpy(centers[start : start + batch_size])[:, None]
-            labels_ = torch.ones(points.shape[:2], dtype=torch.int64)
-            box = None
-        logits = None
-        for it in range(n_iterations):
-            masks, logits = segmenter.predict(
-                emb,
-                points,
-                labels_,
-                box,
-                None,
-                multimask=(it == 0 and not start_with_box),
-            )
-            outputs[it].append(masks.cpu().numpy())
-            if it == n_iterations - 1:
-                break
-            new_points, new_labels = corrective_points(truth, masks, gen)
-            new_points, new_labels = new_points.cpu().float(), new_labels.cpu()
-            points = (
-                new_points if points is None else torch.cat([points, new_points], 1)
-            )
-            labels_ = (
-                new_labels if labels_ is None else torch.cat([labels_, new_labels], 1)
-            )
-    return [masks_to_segmentation(np.concatenate(o), shape) for o in outputs]
+        chunk = slice(start, start + batch_size)
+        wanted = torch.from_numpy(ids[chunk]).to(segmenter.device)
+        truth = truth_all[None] == wanted[:, None, None]
+        rounds = _rounds(
+            segmenter,
+            emb,
+            truth,
+            centers[chunk],
+            boxes[chunk],
+            start_with_box,
+            max(keep) + 1,
+            gen,
+        )
+        for it, masks in enumerate(rounds):
+            if it in outputs:
+                outputs[it].append(masks.cpu().numpy())
+    return [masks_to_segmentation(np.concatenate(outputs[k]), shape) for k in keep]
 
 
 def evaluate(
@@ -161,7 +190,13 @@ def evaluate(
                 continue
             rounds = n_iterations if last in metrics else 1
             segs = iterative_prompting(
-                segmenter, sample.image, sample.labels, start_with_box, rounds, seed + k
+                segmenter,
+                sample.image,
+                sample.labels,
+                start_with_box,
+                rounds,
+                seed + k,
+                keep=sorted({0, rounds - 1}),
             )
             if first in metrics:
                 per_image[first].append(m.summary(segs[0], sample.labels))
@@ -200,7 +235,7 @@ def evaluate_model(
     tune_on: Dataset | None = None,
 ) -> Generator[ProgressEvent, None, EvalResult]:
     """Evaluate a run folder or a base model; a run's card receives the numbers."""
-    from .checkpoints import load_run, read_card, write_card
+    from .checkpoints import load_run
     from .device import resolve_device
     from .models import load_base_model
 
@@ -218,7 +253,20 @@ def evaluate_model(
         segmenter, dataset, metrics, n_iterations, decoder=decoder, tune_on=tune_on
     )
     if run_dir is not None:
-        card = read_card(run_dir)
+        _record(run_dir, dataset, tag, result)
+    return result
+
+
+def _record(run_dir, dataset: Dataset, tag: str, result: EvalResult) -> None:
+    """Add an evaluation to the run's card (merged under the card's lock).
+
+    A card that cannot be written (a read-only folder, a full disk) does not
+    lose the numbers: ``result.card_error`` says why, the caller shows both.
+    """
+    from .errors import UserError
+    from .runfolder import update_card
+
+    def add(card: dict) -> None:
         card.setdefault("metrics", {}).update(
             {k: v for k, v in result.metrics.items() if v is not None}
         )
@@ -226,9 +274,13 @@ def evaluate_model(
             {
                 "dataset": dataset.source,
                 "images": len(dataset),
+                "image_names": [s.name for s in dataset],
                 "adapter": tag,
                 **result.to_dict(),
             }
         )
-        write_card(run_dir, card)
-    return result
+
+    try:
+        update_card(run_dir, add)
+    except (UserError, OSError) as error:
+        result.card_error = str(error)

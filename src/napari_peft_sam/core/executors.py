@@ -1,6 +1,6 @@
 """Where sweep workers run: in this process, as local processes, or as SLURM jobs.
 
-All three run the same ``sweep.run_worker`` against the same storage, so
+All three run the same ``worker.run_worker`` against the same storage, so
 workers can join and leave at any time. ``local`` and ``slurm`` go through
 submitit; their job ids are stored in the study so that a restarted GUI or
 shell can re-attach to them (``attach``) or cancel them (``cancel``).
@@ -11,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .sweep import SweepSpec, load_study, open_storage, run_worker
+from .store import open_storage, open_study
+from .sweep import SweepSpec
+from .worker import run_worker
 
 
 class InlineJob:
@@ -69,7 +71,8 @@ def launch(
     if kind == "inline":
         return [InlineJob(run_worker(storage, spec, runs, grace_s))]
     folder = runs / "jobs" / "%j"
-    study = load_study(open_storage(storage), spec.name)  # create it before the workers
+    # create it before the workers start
+    study = open_study(open_storage(storage, write=True), spec.name, create=True)
     executor = _executor(kind, folder, options or {})
     jobs = executor.map_array(
         run_worker,
@@ -95,7 +98,7 @@ def attach(storage: str, study_name: str) -> list:
     """Job handles of a study's submitted jobs, after a restart."""
     import submitit
 
-    study = load_study(open_storage(storage), study_name)
+    study = open_study(open_storage(storage), study_name)
     handles = []
     for job in study.user_attrs.get("jobs", []):
         if job["kind"] == "slurm":

@@ -107,6 +107,8 @@ def _number(value: Any, integer: bool) -> float | int:
 
 def coerce(method: str, name: str, knob: Knob, value: Any) -> Any:
     """Convert ``value`` (a Python value or a string from the CLI) and check it."""
+    if knob.kind == "choice" and value in knob.choices:
+        return value  # a choice may be called "none"
     if value is None or (isinstance(value, str) and value.lower() in _NONE_WORDS):
         if knob.optional:
             return None

@@ -9,25 +9,19 @@ per point here (the sweep estimate in sweep_perf.md); raise it with
 
 from __future__ import annotations
 
+from . import catalog, recipes
 from .sweep import SweepSpec
 
-STUDY = {
-    "lr": 1e-5,
-    "iterations": 5000,
-    "batch_size": 2,
-    "patch_size": 512,
-    "n_objects": 25,
-    "n_sub_iterations": 8,
-    "scheduler": "plateau",
-    "with_decoder": True,  # the ais column
-}
-# The small CPU models learn in minutes at a higher rate than micro-sam's 1e-5;
-# the GUI proposes these when such a model is picked.
-QUICK_SETTINGS = {
-    "demo": {"lr": 1e-3, "iterations": 300},
-    "tiny": {"lr": 1e-3, "iterations": 100},
-}
-STUDY_METRICS = ["ais", "single box", "single point", "ib", "ip"]
+_FACT_ORDER = (catalog.AIS, catalog.AMG, catalog.IP, catalog.IB)
+# the columns of the study's FacT tables, in their order
+FACT_METRICS = [
+    m.name for m in (*_FACT_ORDER, catalog.SINGLE_POINT, catalog.SINGLE_BOX)
+]
+
+# The study's recipe, fixed in every point so a preset means the same runs
+# whatever the base model's recipe says; batch 2 and the AIS decoder as the study.
+STUDY = {**recipes.STUDY.settings, "batch_size": 2, "with_decoder": True}
+STUDY_METRICS = list(catalog.SEED)
 
 
 def _study(name, dataset, model, method, grid, fixed=None, metrics=None):
@@ -102,7 +96,7 @@ PRESETS = {
         "fact",
         {"dropout": [0.25, None, 0.1, 0.5]},
         {"rank": 4},
-        metrics=["ais", "amg", "ip", "ib", "single point", "single box"],
+        metrics=FACT_METRICS,
     ),
     "fact_rank": _study(
         "fact_rank",
@@ -111,28 +105,18 @@ PRESETS = {
         "fact",
         {"rank": [1, 2, 4, 8, 16, 32]},
         {"dropout": 0.1},
-        metrics=["ais", "amg", "ip", "ib", "single point", "single box"],
+        metrics=FACT_METRICS,
     ),
     # Offline, on the CPU, in a few minutes: LoRA rank x alpha on the organoid
-    # domain for the shipped demo model.
+    # domain for the shipped demo model, with the demo model's recipe.
     "demo": {
         "name": "demo",
         "dataset": "organoids",
         "model": "demo",
         "method": "lora",
         "grid": {"rank": [2, 8], "alpha": [1, 4]},
-        "fixed": {
-            "lr": QUICK_SETTINGS["demo"]["lr"],
-            "iterations": 500,
-            "n_objects": 8,
-            "n_sub_iterations": 2,
-            "warmup": 20,
-            "scheduler": "cosine",
-            "val_interval": 60,
-            "targets": ["q", "v"],
-        },
-        "metrics": ["single box", "single point", "ib", "ip"],
-        "eval_split": "val",
+        "fixed": {"targets": ["q", "v"]},
+        "metrics": list(catalog.PROMPT),
     },
 }
 

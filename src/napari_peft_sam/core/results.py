@@ -5,59 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import math
-from typing import Any
 
-from .sweep import ROW_METRICS, load_study, open_storage, redact
+from . import catalog
+from .store import rows  # noqa: F401  (the table's rows; re-exported for callers)
 
 # Column order and names of the study's tables (reference/seed_tables.md).
 PARAM_ORDER = ("dataset", "model", "lr", "alpha", "projection_size", "dropout", "rank")
 DISPLAY = {"model": "base model", "projection_size": "projection size"}
-SEED_METRICS = ("ais", "single box", "single point", "ib", "ip")
-
-
-def rows(storage: str, study_names: list[str] | None = None) -> list[dict[str, Any]]:
-    """One row per grid point and study: the completed trial, else its last failure."""
-    import optuna
-    from optuna.trial import TrialState as S
-
-    backend = open_storage(storage)
-    names = study_names or [
-        s.study_name for s in optuna.get_all_study_summaries(backend)
-    ]
-    out = []
-    for name in names:
-        study = load_study(backend, name)
-        best: dict[str, Any] = {}
-        for t in study.get_trials(deepcopy=False):
-            if t.user_attrs.get("duplicate") or t.state == S.WAITING:
-                continue
-            key = t.user_attrs.get("point") or f"#{t.number}"
-            keep = best.get(key)
-            if keep is None or keep.state != S.COMPLETE:
-                best[key] = t
-        for t in sorted(best.values(), key=lambda t: t.number):
-            values = t.user_attrs.get("values") or t.params
-            out.append(
-                {
-                    "study": name,
-                    "trial": t.number,
-                    "status": t.state.name.lower(),
-                    "params": dict(values),
-                    "dataset": t.user_attrs.get("dataset"),
-                    "model": t.user_attrs.get("model"),
-                    "method": t.user_attrs.get("method"),
-                    "hyperparameters": t.user_attrs.get("hyperparameters", {}),
-                    "metrics": t.user_attrs.get("metrics", {}),
-                    "trainable_parameters": t.user_attrs.get("trainable_parameters"),
-                    "train_time_s": t.user_attrs.get("train_time_s"),
-                    "peak_memory_mb": t.user_attrs.get("peak_memory_mb"),
-                    "iterations": t.user_attrs.get("iterations"),
-                    "run_dir": t.user_attrs.get("run_dir"),
-                    "error": t.user_attrs.get("error"),
-                    "storage": redact(storage),
-                }
-            )
-    return out
 
 
 def _param_columns(table: list[dict]) -> list[str]:
@@ -66,8 +20,7 @@ def _param_columns(table: list[dict]) -> list[str]:
 
 
 def _metric_columns(table: list[dict]) -> list[str]:
-    asked = {k for r in table for k in r["metrics"]}  # missing ones are None
-    return [m for m in (*SEED_METRICS, "amg") if m in asked]
+    return catalog.ordered({k for r in table for k in r["metrics"]})
 
 
 def _fmt(value) -> str:
@@ -128,7 +81,7 @@ def to_csv(table: list[dict]) -> str:
         "model",
         "method",
         *params,
-        *ROW_METRICS,
+        *catalog.NAMES,
         "trainable_parameters",
         "train_time_s",
         "peak_memory_mb",

@@ -9,8 +9,9 @@ local authenticated connection and renders the events that come back.
 
 Protocol (pickled tuples):
 
-- request ``(job, op, kwargs)``; ``op`` names a function in :data:`OPS`;
-  ``(job, "stop", {})`` asks job ``job`` to finish after its current step;
+- request ``(job, request)``: ``request`` is a typed request of
+  ``core.requests``; :data:`OPS` maps its ``op`` to the function that serves
+  it; ``(job, None)`` asks job ``job`` to finish after its current step;
 - replies ``(job, "event", payload)`` for every event a generator op yields,
   then ``(job, "done", value)`` or ``(job, "error", (message, is_user_error))``.
 
@@ -32,16 +33,21 @@ from typing import Any
 
 import numpy as np
 
+from . import requests
 from .errors import UserError
 from .events import StopToken
 
 OPS: dict[str, Any] = {}
 
 
-def op(function):
-    """Register ``function`` as a service operation."""
-    OPS[function.__name__] = function
-    return function
+def serves(request_type: type[requests.Request]):
+    """Register the decorated function as the server of ``request_type``."""
+
+    def register(function):
+        OPS[request_type.op] = function
+        return function
+
+    return register
 
 
 class _State:
@@ -54,50 +60,52 @@ class _State:
 # -- catalog and descriptions ---------------------------------------------------------
 
 
-@op
+@serves(requests.Catalog)
 def catalog() -> dict[str, Any]:
     """Everything the GUI's pickers offer, from the one source of truth each."""
+    import dataclasses
+
     import torch
 
+    from . import catalog as metric_catalog
     from .benchmarks import BENCHMARKS
-    from .data import SAMPLE_DOMAINS
+    from .config import TrainConfig
     from .methods import available_methods, get_method
     from .models import available_models
-    from .presets import PRESETS, QUICK_SETTINGS
+    from .presets import PRESETS
+    from .recipes import recipe_for
+    from .sources import SAMPLE_DOMAINS
 
+    models = available_models()
     return {
         "methods": [get_method(m).config_cls.describe() for m in available_methods()],
-        "models": available_models(),
+        "models": models,
+        "recipes": {
+            name: {"name": recipe_for(name).name, "settings": recipe_for(name).settings}
+            for name in [*models, "vit_b", "vit_l", "vit_h"]
+        },
+        "train_settings": TrainConfig.describe(),
+        "metrics": [dataclasses.asdict(m) for m in metric_catalog.METRICS],
         "presets": {name: PRESETS[name] for name in PRESETS},
         "benchmarks": list(BENCHMARKS),
         "samples": list(SAMPLE_DOMAINS),
         "devices": ["cpu"] + (["cuda"] if torch.cuda.is_available() else []),
-        "train_defaults": _train_defaults(),
-        "quick_settings": QUICK_SETTINGS,
     }
 
 
-def _train_defaults() -> dict[str, Any]:
-    import dataclasses
-
-    from .config import TrainConfig
-
-    return dataclasses.asdict(TrainConfig())
-
-
-@op
+@serves(requests.DescribeModel)
 def describe_model(model: str, method: dict, train: dict) -> dict[str, Any]:
     """Trainable and total parameters and a GPU memory estimate, without weights."""
     import torch
 
     from .budget import estimate_training_memory
-    from .config import TrainConfig
     from .methods import apply_method, config_from_dict, count_trainable
     from .models import architecture_of, build_sam
+    from .recipes import resolve
 
     arch = architecture_of(model)
     cfg = config_from_dict(method)
-    train_cfg = TrainConfig(**train)
+    train_cfg, _ = resolve(train, model)
     with torch.device("meta"):  # shapes only: instant even for vit_h
         sam = build_sam(arch)
         apply_method(sam, cfg)
@@ -115,17 +123,17 @@ def describe_model(model: str, method: dict, train: dict) -> dict[str, Any]:
 # -- data -----------------------------------------------------------------------------
 
 
-@op
+@serves(requests.InspectData)
 def inspect_data(source: dict[str, Any], val_fraction: float = 0.2) -> dict[str, Any]:
     """How many images and objects a source holds, and its split."""
-    from .data import from_request
+    from .sources import from_request
 
     return from_request(source).summary(val_fraction)
 
 
 def _materialise(source: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Layer arrays -> TIFFs in the run folder, so the CLI can reproduce the run."""
-    from .data import write_pairs
+    from .sources import write_pairs
 
     images, labels = write_pairs(source["images"], source["labels"], run_dir / "data")
     return {"images": images, "labels": labels, "stack": source.get("stack", False)}
@@ -134,80 +142,48 @@ def _materialise(source: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 # -- training -------------------------------------------------------------------------
 
 
-@op
+@serves(requests.Train)
 def train(
     config: dict,
     run_dir: str,
     source: dict[str, Any] | None = None,
     storage: str | None = None,
     study: str = "gui",
-    metrics: list[str] | None = None,
     stop: StopToken | None = None,
 ):
-    """Train, then evaluate on the held-out split and record the run in the store."""
-    from .config import RunConfig
-    from .evaluation import PROMPT_METRICS, evaluate_model
-    from .sweep import record_run
-    from .training import train as train_run
+    """Train, evaluate on the held-out split and record the run (``core.runs.run``).
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    ``config["train"]`` holds the settings the user set; the rest comes from
+    the base model's recipe, exactly as on the command line.
+    """
+    from dataclasses import asdict
+
+    from .config import RunConfig
+    from .recipes import resolve
+    from .runfolder import RunFolder
+    from .runs import run
+
     dataset = None
     if source is not None and source["kind"] == "arrays":
-        from .data import from_request
+        from .sources import from_request
 
         dataset = from_request(source)  # checks before anything is written
-        config["data"].update(_materialise(source, run_dir))
-    run = RunConfig.from_dict(config)
-    result = yield from train_run(run, run_dir, stop=stop, dataset=dataset)
-    if result.stopped and stop is not None and stop.is_set():
-        return {"run_dir": str(run_dir), "stopped": True, "steps": result.steps}
-    from .training import split_data
-
-    _, held_out = split_data(run, dataset)
-    metrics = metrics or [*PROMPT_METRICS] + (["ais"] if run.train.with_decoder else [])
-    evaluation = yield from evaluate_model(
-        held_out, metrics, run_dir=run_dir, device=run.train.device
-    )
-    from .checkpoints import read_card
-
-    card = read_card(run_dir)
-    row = {
-        "metrics": evaluation.metrics,
-        "trainable_parameters": card["trainable_parameters"],
-        "train_time_s": result.train_time_s,
-        "peak_memory_mb": result.peak_memory_mb,
-        "iterations": result.steps,
-    }
-    name = source.get("source") or source.get("name") if source else None
-    name = _short(name or run.data.describe())
-    if storage:
-        params = {"dataset": name, "model": run.model.name}
-        params |= {"lr": run.train.lr, **_knob_values(run.method)}
-        record_run(
-            storage,
-            study,
-            params,
-            row,
-            {
-                "run_dir": str(run_dir),
-                "dataset": name,
-                "model": run.model.name,
-                "method": run.method.method,
-                "hyperparameters": run.method.to_dict() | {"lr": run.train.lr},
-            },
+    train_config, sources = resolve(config.get("train"), config["model"]["name"])
+    run_config = RunConfig.from_dict({**config, "train": train_config.to_dict()})
+    run_config.train_sources = sources
+    with RunFolder(run_dir) as folder:  # checked and owned before a file is written
+        if dataset is not None:
+            vars(run_config.data).update(_materialise(source, Path(run_dir)))
+        record = yield from run(
+            run_config,
+            run_dir,
+            dataset=dataset,
+            storage=storage,
+            study=study,
+            stop=stop,
+            folder=folder,
         )
-    return {"run_dir": str(run_dir), "stopped": False, **row}
-
-
-def _knob_values(method) -> dict[str, Any]:
-    values = method.to_dict()
-    values.pop("method")
-    return {k: v for k, v in values.items() if not k.startswith("freeze_")}
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= 60 else text[:57] + "..."
+    return asdict(record)
 
 
 # -- prompting ------------------------------------------------------------------------
@@ -242,7 +218,7 @@ def _segmenter(model: dict[str, Any]):
     return _State.segmenters[key]
 
 
-@op
+@serves(requests.SetImage)
 def set_image(key: str, image: np.ndarray) -> list[int]:
     """Keep ``image`` (normalised as in training) for prompts under ``key``."""
     from .data import normalize_image
@@ -259,7 +235,7 @@ def _image(key: str) -> np.ndarray:
     return _State.images[key]
 
 
-@op
+@serves(requests.Segment)
 def segment(
     model: dict[str, Any],
     key: str,
@@ -272,7 +248,7 @@ def segment(
     return segmenter.segment(_image(key), points, labels, box, key=key)
 
 
-@op
+@serves(requests.Automatic)
 def automatic(model: dict[str, Any], key: str) -> dict[str, Any]:
     """Every object: ais where the model has a decoder, amg otherwise."""
     from .automatic import default_settings, segmentations
@@ -288,7 +264,7 @@ def automatic(model: dict[str, Any], key: str) -> dict[str, Any]:
 # -- results and sweeps ---------------------------------------------------------------
 
 
-@op
+@serves(requests.Rows)
 def rows(storage: str) -> list[dict[str, Any]]:
     from .results import rows as table_rows
 
@@ -297,14 +273,14 @@ def rows(storage: str) -> list[dict[str, Any]]:
     return table_rows(storage)
 
 
-@op
+@serves(requests.RenderTable)
 def render_table(table: list[dict], fmt: str = "markdown") -> str:
     from .results import markdown, to_csv
 
     return markdown(table) if fmt == "markdown" else to_csv(table)
 
 
-@op
+@serves(requests.Sweep)
 def sweep(
     spec: dict[str, Any],
     storage: str,
@@ -315,7 +291,8 @@ def sweep(
     stop: StopToken | None = None,
 ):
     """Run a sweep: here, step by step with events, or as jobs that are polled."""
-    from .sweep import SweepSpec, run_worker
+    from .sweep import SweepSpec
+    from .worker import run_worker
 
     sweep_spec = SweepSpec.from_dict(spec)
     if executor == "inline":
@@ -369,15 +346,31 @@ def _sweep_jobs(spec, storage, runs, executor, workers, options, stop):
     return {"ran": len(jobs)}
 
 
+@serves(requests.Export)
+def export(
+    run_dir: str,
+    fmt: str,
+    out: str,
+    tag: str = "best",
+    overwrite: bool = False,
+    decoder: bool = True,
+) -> dict[str, Any]:
+    """Export a run (``core.export.export_run``); the recipe says how to open it."""
+    from .export import export_run
+
+    return export_run(run_dir, fmt, out, tag, overwrite=overwrite, decoder=decoder)
+
+
 # -- the server loop ------------------------------------------------------------------
 
 
-def handle(conn, job: int, name: str, kwargs: dict, tokens: dict) -> None:
+def handle(conn, job: int, request: requests.Request, tokens: dict) -> None:
     """Run one request and send its events and its outcome."""
-    function = OPS.get(name)
+    function = OPS.get(getattr(request, "op", None))
     try:
         if function is None:
-            raise UserError(f"The model service has no operation {name!r}.")
+            raise UserError(f"The model service cannot serve {request!r}.")
+        kwargs = request.kwargs()
         if "stop" in inspect.signature(function).parameters:
             kwargs["stop"] = tokens.setdefault(job, StopToken())
         result = function(**kwargs)
@@ -400,30 +393,29 @@ def handle(conn, job: int, name: str, kwargs: dict, tokens: dict) -> None:
 
 def serve(conn) -> None:
     """Answer requests until the GUI closes the connection."""
-    requests: queue.SimpleQueue = queue.SimpleQueue()
+    queued: queue.SimpleQueue = queue.SimpleQueue()
     tokens: dict[int, StopToken] = {}
 
     def listen():
         while True:
             try:
-                message = conn.recv()
+                job, request = conn.recv()
             except (EOFError, OSError):
-                requests.put(None)
+                queued.put(None)
                 return
-            job, name, kwargs = message
-            if name == "stop":
-                tokens.setdefault(job, StopToken()).stop()
+            token = tokens.setdefault(job, StopToken())
+            if request is None:
+                token.stop()
             else:
-                tokens.setdefault(job, StopToken())
-                requests.put(message)
+                queued.put((job, request))
 
     threading.Thread(target=listen, daemon=True).start()
-    while (message := requests.get()) is not None:
-        job, name, kwargs = message
+    while (message := queued.get()) is not None:
+        job, request = message
         if tokens.get(job) is not None and tokens[job].is_set():
             conn.send((job, "done", {"stopped": True, "before_start": True}))
             continue
-        handle(conn, job, name, kwargs, tokens)
+        handle(conn, job, request, tokens)
 
 
 def main(argv=None) -> None:

@@ -10,6 +10,7 @@ generator), so on the CPU a resumed run reproduces an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -21,9 +22,10 @@ import numpy as np
 import torch
 
 from . import checkpoints as ckpt
+from .budget import OBJECT_CHUNK, preflight
 from .config import RunConfig
-from .data import Dataset, PatchSampler, load_dataset
-from .device import autocast_dtype, resolve_device
+from .data import Dataset
+from .device import autocast_for, resolve_device
 from .errors import UserError
 from .events import (
     CheckpointEvent,
@@ -36,6 +38,9 @@ from .events import (
 from .methods import apply_method, trainable_state
 from .models import load_base_model
 from .objective import encode, iterative_loss, to_model_input
+from .patches import PatchSampler
+from .runfolder import RunFolder, read_card, update_card
+from .splits import fingerprint, image_hashes, train_val
 
 STATE = "state.pt"
 EVENTS = "events.jsonl"
@@ -84,27 +89,6 @@ class LRSchedule:
         self.bad_rounds = state["bad_rounds"]
 
 
-def split_data(config: RunConfig, dataset: Dataset | None) -> tuple[Dataset, Dataset]:
-    """Training and validation sets: a benchmark's own splits, else a seeded split."""
-    from .benchmarks import BENCHMARKS, benchmark_dataset
-
-    spec = config.data
-    if dataset is None and spec.dataset in BENCHMARKS:
-        return benchmark_dataset(spec.dataset, "train"), benchmark_dataset(
-            spec.dataset, "val"
-        )
-    if dataset is None:
-        dataset = load_dataset(
-            spec.dataset,
-            spec.images,
-            spec.labels,
-            spec.image_key,
-            spec.label_key,
-            spec.stack,
-        )
-    return dataset.split(spec.val_fraction, spec.split_seed)
-
-
 class Trainer:
     """The state of one run: model, optimizer, data, generators."""
 
@@ -114,17 +98,29 @@ class Trainer:
         cfg = self.cfg = config.train
         self.config, self.run_dir = config, run_dir
         self.device = resolve_device(cfg.device)
-        self.amp = autocast_dtype(cfg.precision, self.device)
+        self.amp = autocast_for(
+            self.device,
+            config.model.name,
+            cfg.precision,
+            "train",
+            config.model.image_size,
+        )
+        self.preflight_message = self._preflight()
         torch.manual_seed(cfg.seed)
-        self.train_set, self.val_set = split_data(config, dataset)
+        self.train_set, self.val_set = train_val(config, dataset)
         sam, self.info = load_base_model(
             config.model.name, config.model.checkpoint, config.model.image_size
         )
         self.model = apply_method(sam, config.method).to(self.device).train()
+        lean = cfg.memory_saving in ("chunks", "checkpoint")
+        self.object_chunk = OBJECT_CHUNK if lean else None
+        self.block_checkpointing = (
+            cfg.grad_checkpointing or cfg.memory_saving == "checkpoint"
+        )
         if cfg.fast_path:
             from .fastpath import enable_fast_path
 
-            enable_fast_path(self.model)
+            enable_fast_path(self.model, lean=lean)
         if cfg.compile:
             self.model.image_encoder.compile()
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -163,7 +159,29 @@ class Trainer:
         labels = [torch.from_numpy(p.labels).to(self.device) for p in patches]
         return images, labels
 
-    def _loss(self, images, labels, use_box: bool, n_sub: int, mask_prob: float):
+    def _preflight(self) -> str | None:
+        """Estimate peak memory; turn on what makes the run fit, or refuse (UserError)."""
+        plan = preflight(self.config, self.device, self.amp)
+        for name, value in plan.changes.items():
+            setattr(self.cfg, name, value)  # the card records the effective value
+        return plan.message
+
+    def _loss(
+        self,
+        images,
+        labels,
+        use_box: bool,
+        n_sub: int,
+        mask_prob: float,
+        backward: bool = False,
+    ):
+        """The objective's (loss, mask, iou) on a batch.
+
+        With ``backward`` the gradients are computed too, one decoder pass at
+        a time: the passes back-propagate into a detached copy of the image
+        embeddings as they go, then the encoder's graph once (equal to one
+        backward of the whole loss, with one pass's memory instead of all).
+        """
         from .prompts import one_hot_objects
 
         with torch.autocast(
@@ -172,22 +190,28 @@ class Trainer:
             embeddings = encode(
                 self.model,
                 to_model_input(self.model, images),
-                self.cfg.grad_checkpointing,
+                self.block_checkpointing,
             )
-            parts = [
-                iterative_loss(
-                    self.model,
-                    embeddings[b : b + 1],
-                    one_hot_objects(labels[b], self.cfg.n_objects, self.coin),
-                    use_box,
-                    n_sub,
-                    mask_prob,
-                    self.cfg.box_distortion,
-                    self.gen,
-                    self.coin,
-                )
-                for b in range(len(labels))
-            ]
+        leaf = embeddings.detach().requires_grad_() if backward else embeddings
+        parts = [
+            iterative_loss(
+                self.model,
+                leaf[b : b + 1],
+                one_hot_objects(labels[b], self.cfg.n_objects, self.coin),
+                use_box,
+                n_sub,
+                mask_prob,
+                self.cfg.box_distortion,
+                self.gen,
+                self.coin,
+                amp=self.amp,
+                backward_scale=1 / len(labels) if backward else None,
+                object_chunk=self.object_chunk,
+            )
+            for b in range(len(labels))
+        ]
+        if backward and embeddings.requires_grad and leaf.grad is not None:
+            embeddings.backward(leaf.grad)
         n = len(parts)
         return (
             sum(p.loss for p in parts) / n,
@@ -200,16 +224,16 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule.lr(self.step)
         images, labels = self._batch()
+        self.optimizer.zero_grad(set_to_none=True)
         loss, mask, iou = self._loss(
             images,
             labels,
             use_box=self.step % 2 == 0,
             n_sub=self.cfg.n_sub_iterations,
             mask_prob=self.cfg.mask_prob,
+            backward=True,
         )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        values = (loss.item(), float(mask.detach()), float(iou.detach()))
+        values = (float(loss), float(mask), float(iou))
         if not math.isfinite(values[0]):
             raise TrainingError(
                 f"The loss became {values[0]} at step {self.step}; lower the learning "
@@ -244,25 +268,25 @@ class Trainer:
             for patch in self.val_batches:
                 images = torch.from_numpy(patch.image[None]).to(self.device)
                 labels = torch.from_numpy(patch.labels).to(self.device)
+                ids = torch.arange(1, int(labels.max()) + 1, device=self.device)
+                with torch.autocast(
+                    self.device.type, dtype=self.amp, enabled=self.amp is not None
+                ):  # one embedding serves both prompt kinds
+                    emb = encode(self.model, to_model_input(self.model, images))
                 for use_box, key in ((False, "point"), (True, "box")):
-                    with torch.autocast(
-                        self.device.type, dtype=self.amp, enabled=self.amp is not None
-                    ):
-                        emb = encode(self.model, to_model_input(self.model, images))
-                        losses = iterative_loss(
-                            self.model,
-                            emb,
-                            labels[None]
-                            == torch.arange(
-                                1, int(labels.max()) + 1, device=self.device
-                            )[:, None, None],
-                            use_box,
-                            1,
-                            0.0,
-                            0.0,
-                            gen,
-                            coin,
-                        )
+                    losses = iterative_loss(
+                        self.model,
+                        emb,
+                        labels[None] == ids[:, None, None],
+                        use_box,
+                        1,
+                        0.0,
+                        0.0,
+                        gen,
+                        coin,
+                        amp=self.amp,
+                        object_chunk=self.object_chunk,
+                    )
                     totals[key].append(float(losses.loss))
         finally:
             self.model.train()
@@ -329,23 +353,51 @@ def _peak_memory_mb(device: torch.device) -> float | None:
 
 
 def _write_card(trainer: Trainer, status: str, **extra) -> None:
-    ckpt.write_card(
-        trainer.run_dir,
-        ckpt.make_card(
-            trainer.info,
-            trainer.config.method,
-            trainer.model,
-            run_config=trainer.config.to_dict(),
-            status=status,
-            steps=trainer.step,
-            data={
-                "source": trainer.train_set.source,
-                "train_images": len(trainer.train_set),
-                "val_images": len(trainer.val_set),
-            },
-            **extra,
-        ),
+    """Merge the run's current state into its card (evaluations are kept)."""
+    fresh = ckpt.make_card(
+        trainer.info,
+        trainer.config.method,
+        trainer.model,
+        run_config=trainer.config.to_dict(),
+        status=status,
+        steps=trainer.step,
+        data={
+            "source": trainer.train_set.source,
+            "train_images": len(trainer.train_set),
+            "val_images": len(trainer.val_set),
+            "fingerprint": trainer.fingerprint,
+            "train_hashes": trainer.train_hashes,
+        },
+        **extra,
     )
+
+    def merge(card: dict) -> None:
+        created = card.get("created")
+        card.update(fresh)
+        if created:  # a resumed run keeps its birth date
+            card["created"] = created
+
+    update_card(trainer.run_dir, merge)
+
+
+def _check_resume(config: RunConfig, run_dir: Path, allow_changes: bool) -> None:
+    """Refuse to resume with other settings than the run was started with."""
+    if allow_changes:
+        return
+    started = read_card(run_dir).get("run_config") or {}
+    now = config.to_dict()
+    ignore = {"device", "precision", "iterations", "compile", "fast_path"}
+    changed = [
+        f"{part}.{name}"
+        for part in ("data", "model", "method", "train")
+        for name in sorted(set(now[part]) | set(started.get(part, {})))
+        if name not in ignore and now[part].get(name) != started.get(part, {}).get(name)
+    ]
+    if changed:
+        raise UserError(
+            f"Resuming {run_dir} with other settings than it was started with "
+            f"({', '.join(changed[:3])}); drop them, or pass --allow-changes."
+        )
 
 
 def train(
@@ -354,105 +406,168 @@ def train(
     stop: StopFlag | None = None,
     resume: bool = False,
     dataset: Dataset | None = None,
+    folder: RunFolder | None = None,
+    allow_changes: bool = False,
 ) -> Generator[Event, None, TrainResult]:
-    """Train ``config`` into ``run_dir``; yields events, returns a TrainResult."""
+    """Train ``config`` into ``run_dir``; yields events, returns a TrainResult.
+
+    The run owns ``run_dir`` while it trains (``folder``: already held by the
+    caller). A new run needs a new or empty folder; ``resume`` continues from
+    the last checkpoint, or starts over when the run ended before its first.
+    However the run ends (finished, stopped, a failure), its card says how.
+    """
     run_dir = Path(run_dir)
-    if not resume and (run_dir / ckpt.CARD).exists():
-        raise UserError(
-            f"{run_dir} already holds a run; pass --resume or choose a new folder."
-        )
-    if resume and not (run_dir / STATE).exists():
-        raise UserError(f"{run_dir} has no checkpoint to resume from.")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(config, run_dir, dataset)
+    if folder is None:
+        with RunFolder(run_dir, resume) as held:
+            return (
+                yield from train(
+                    config, run_dir, stop, resume, dataset, held, allow_changes
+                )
+            )
     if resume:
-        ckpt.load_adapter_into(trainer.model, ckpt.adapter_path(run_dir, "latest"))
-        if trainer.unetr is not None:
-            from .decoder import decoder_path
+        _check_resume(config, run_dir, allow_changes)
+    trainer = Trainer(config, run_dir, dataset)
+    trainer.fingerprint = fingerprint(trainer.train_set)
+    trainer.train_hashes = image_hashes(trainer.train_set)
+    if resume and (run_dir / STATE).exists():
+        _restore(trainer, run_dir)
+    elif config.init_from:
+        _warm_start(trainer, Path(config.init_from))
+    try:
+        log = open(run_dir / EVENTS, "a")  # noqa: SIM115  (closed in finally)
+    except OSError as error:
+        raise TrainingError(
+            f"Cannot write {run_dir / EVENTS} ({error.strerror})."
+        ) from None
+    _write_card(
+        trainer, "running", preflight=getattr(trainer, "preflight_message", None)
+    )
+    try:
+        return (yield from _loop(trainer, stop, log))
+    except BaseException as error:
+        reason = (
+            "interrupted"
+            if isinstance(error, (KeyboardInterrupt, GeneratorExit))
+            else f"failed: {error}"
+        )
+        with contextlib.suppress(Exception):
+            _write_card(trainer, reason.splitlines()[0][:300])
+        raise
+    finally:
+        log.close()
 
-            state = torch.load(decoder_path(run_dir, "latest"), weights_only=True)
+
+def _warm_start(trainer: Trainer, source: Path) -> None:
+    """Start from another run's adapter (and AIS decoder): the annotate-retrain loop."""
+    card = read_card(source)
+    if card["base_model"].get("hash") != trainer.info.hash:
+        raise UserError(
+            f"--init-from {source} was trained on another base model "
+            f"({card['base_model']['name']}); use the same --model and weights."
+        )
+    ckpt.load_adapter_into(trainer.model, ckpt.adapter_path(source, "best"))
+    if trainer.unetr is not None:
+        from .decoder import decoder_path
+
+        path = decoder_path(source, "best")
+        if path.exists():
+            state = torch.load(path, weights_only=True)
             trainer.unetr.load_state_dict(state, strict=False)
-        trainer.load_state_dict(torch.load(run_dir / STATE, weights_only=True))
-    log = open(run_dir / EVENTS, "a")  # noqa: SIM115  (closed in finally)
 
+
+def _restore(trainer: Trainer, run_dir: Path) -> None:
+    ckpt.load_adapter_into(trainer.model, ckpt.adapter_path(run_dir, "latest"))
+    if trainer.unetr is not None:
+        from .decoder import decoder_path
+
+        state = torch.load(decoder_path(run_dir, "latest"), weights_only=True)
+        trainer.unetr.load_state_dict(state, strict=False)
+    try:
+        trainer.load_state_dict(torch.load(run_dir / STATE, weights_only=True))
+    except (RuntimeError, KeyError, ValueError, EOFError) as error:
+        raise UserError(
+            f"{run_dir / STATE} cannot be read ({type(error).__name__}); start a new "
+            "run, or resume from a copy of the folder with an intact state.pt."
+        ) from None
+
+
+def _loop(trainer: Trainer, stop, log) -> Generator[Event, None, TrainResult]:
     def emit(event):
-        log.write(json.dumps(asdict(event)) + "\n")
-        log.flush()
+        try:
+            log.write(json.dumps(asdict(event)) + "\n")
+            log.flush()
+        except OSError as error:
+            raise TrainingError(
+                f"Writing the event log failed ({error.strerror or error}); free disk "
+                "space and resume (the last checkpoint is intact)."
+            ) from None
         return event
 
     cfg, started = trainer.cfg, time.perf_counter()
-    total = cfg.iterations
+    total, run_dir = cfg.iterations, trainer.run_dir
     first_step, stopped, reason, bad_rounds = trainer.step, False, "finished", 0
-    _write_card(trainer, "running")
-    try:
-        while trainer.step < total:
-            if stop is not None and stop.is_set():
-                stopped, reason = True, "stopped"
-                break
-            loss, mask, iou = _guard(trainer.train_step)
-            done = trainer.step - first_step
-            rate = done / max(time.perf_counter() - started, 1e-9)
-            yield emit(
-                StepEvent(
-                    trainer.step,
-                    total,
-                    loss,
-                    mask,
-                    iou,
-                    trainer.optimizer.param_groups[0]["lr"],
-                    rate,
-                    (total - trainer.step) / max(rate, 1e-9),
-                )
+    while trainer.step < total:
+        if stop is not None and stop.is_set():
+            stopped, reason = True, getattr(stop, "reason", None) or "stopped"
+            break
+        loss, mask, iou = _guard(trainer.train_step)
+        done = trainer.step - first_step
+        rate = done / max(time.perf_counter() - started, 1e-9)
+        yield emit(
+            StepEvent(
+                trainer.step,
+                total,
+                loss,
+                mask,
+                iou,
+                trainer.optimizer.param_groups[0]["lr"],
+                rate,
+                (total - trainer.step) / max(rate, 1e-9),
             )
-            if trainer.step % cfg.val_interval == 0 or trainer.step == total:
-                metrics = trainer.validate()
-                trainer.schedule.observe(metrics["val_loss"])
-                improved = metrics["val_loss"] < trainer.best
-                if improved:
-                    trainer.best, bad_rounds = metrics["val_loss"], 0
-                    yield emit(
-                        CheckpointEvent(
-                            trainer.step, str(_save(trainer, "best")), "best"
-                        )
-                    )
-                else:
-                    bad_rounds += 1
-                yield emit(ValidationEvent(trainer.step, metrics, improved))
-                if cfg.early_stopping and bad_rounds >= cfg.early_stopping:
-                    reason = "early stopping"
-                    break
-            if trainer.step % cfg.checkpoint_interval == 0:
+        )
+        if trainer.step % cfg.val_interval == 0 or trainer.step == total:
+            metrics = trainer.validate()
+            trainer.schedule.observe(metrics["val_loss"])
+            improved = metrics["val_loss"] < trainer.best
+            if improved:
+                trainer.best, bad_rounds = metrics["val_loss"], 0
                 yield emit(
-                    CheckpointEvent(
-                        trainer.step, str(_save(trainer, "latest")), "latest"
-                    )
+                    CheckpointEvent(trainer.step, str(_save(trainer, "best")), "best")
                 )
-        if trainer.step % cfg.checkpoint_interval or trainer.step == first_step:
+            else:
+                bad_rounds += 1
+            yield emit(ValidationEvent(trainer.step, metrics, improved))
+            if cfg.early_stopping and bad_rounds >= cfg.early_stopping:
+                reason = "early stopping"
+                break
+        if trainer.step % cfg.checkpoint_interval == 0:
             yield emit(
                 CheckpointEvent(trainer.step, str(_save(trainer, "latest")), "latest")
             )
-        if not ckpt.adapter_path(run_dir, "best").exists():
-            _save(trainer, "best")
-        result = TrainResult(
-            str(run_dir),
-            trainer.step,
-            stopped,
-            None if math.isinf(trainer.best) else trainer.best,
-            time.perf_counter() - started,
-            _peak_memory_mb(trainer.device),
-            reason,
+    if trainer.step % cfg.checkpoint_interval or trainer.step == first_step:
+        yield emit(
+            CheckpointEvent(trainer.step, str(_save(trainer, "latest")), "latest")
         )
-        _write_card(
-            trainer,
-            reason,
-            train_time_s=result.train_time_s,
-            peak_memory_mb=result.peak_memory_mb,
-            best_val_loss=result.best_metric,
-        )
-        emit(result)
-        return result
-    finally:
-        log.close()
+    if not ckpt.adapter_path(run_dir, "best").exists():
+        _save(trainer, "best")
+    result = TrainResult(
+        str(run_dir),
+        trainer.step,
+        stopped,
+        None if math.isinf(trainer.best) else trainer.best,
+        time.perf_counter() - started,
+        _peak_memory_mb(trainer.device),
+        reason,
+    )
+    _write_card(
+        trainer,
+        reason,
+        train_time_s=result.train_time_s,
+        peak_memory_mb=result.peak_memory_mb,
+        best_val_loss=result.best_metric,
+    )
+    emit(result)
+    return result
 
 
 def _guard(step):

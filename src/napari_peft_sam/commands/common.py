@@ -1,0 +1,134 @@
+"""Flags shared by several subcommands, generated from the one description of each.
+
+Training flags come from :class:`~napari_peft_sam.core.config.TrainConfig`'s
+knobs; a flag left out stays unset, so the base model's recipe applies
+(``core.recipes.resolve``), exactly as in the GUI.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, split: bool = True) -> None:
+    """The data-source flags of data, train and evaluate."""
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--dataset",
+        help="sample data (nuclei, organoids) or a benchmark (orgasegment, livecell, "
+        "covid_if, mitolab_glycolytic_muscle, platy_cilia)",
+    )
+    group.add_argument(
+        "--images", nargs="+", help="image folder(s), glob(s) or file(s)"
+    )
+    group.add_argument(
+        "--labels", nargs="+", help="label folder(s), glob(s) or file(s)"
+    )
+    group.add_argument("--image-key", help="dataset inside zarr/hdf5 image files")
+    group.add_argument("--label-key", help="dataset inside zarr/hdf5 label files")
+    group.add_argument(
+        "--stack", action="store_true", help="treat 3D arrays as stacks of 2D planes"
+    )
+    group.add_argument(
+        "--val-fraction",
+        type=float,
+        help="share of own images held out for validation and testing (default 0.2)",
+    )
+    group.add_argument(
+        "--split-seed", type=int, help="seed of the held-out split (default 0)"
+    )
+    if split:
+        group.add_argument(
+            "--split",
+            choices=["train", "val", "test", "all"],
+            help="a benchmark's split (default test), or a part of own data's seeded "
+            "split (default all images given)",
+        )
+
+
+def has_data(args: argparse.Namespace) -> bool:
+    from napari_peft_sam.core.errors import UserError
+
+    named, files = args.dataset is not None, bool(args.images or args.labels)
+    if named and files:
+        raise UserError(
+            "Pass either --dataset NAME or --images and --labels, not both."
+        )
+    if files and not (args.images and args.labels):
+        raise UserError("Pass both --images and --labels.")
+    return named or files
+
+
+def data_spec(args: argparse.Namespace):
+    """The DataSpec the flags describe (None values keep DataSpec's defaults)."""
+    from napari_peft_sam.core.config import DataSpec
+
+    values = {
+        "dataset": args.dataset,
+        "images": args.images,
+        "labels": args.labels,
+        "image_key": args.image_key,
+        "label_key": args.label_key,
+        "stack": args.stack or None,
+        "val_fraction": args.val_fraction,
+        "split_seed": args.split_seed,
+    }
+    return DataSpec(**{k: v for k, v in values.items() if v is not None})
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", help="base model name (see `models`)")
+    group.add_argument(
+        "--checkpoint", help="custom weights for the model's architecture"
+    )
+    group.add_argument(
+        "--image-size", type=int, help="model input size (default: the model's)"
+    )
+
+
+def parse_sets(pairs: list[str] | None) -> dict[str, str]:
+    """``--set KEY=VALUE`` pairs as a dict (values are parsed by the knobs)."""
+    from napari_peft_sam.core.errors import ConfigError
+
+    values = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set takes KEY=VALUE, got {pair!r}.")
+        values[key.strip()] = value.strip()
+    return values
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per training setting, from TrainConfig's description."""
+    from napari_peft_sam.core.config import TrainConfig
+
+    basic = parser.add_argument_group(
+        "training (unset flags take the base model's recipe, see `models`)"
+    )
+    advanced = parser.add_argument_group("training, advanced")
+    for name, (knob, default) in TrainConfig.knobs().items():
+        group = advanced if knob.advanced else basic
+        flags = [f"--{name.replace('_', '-')}", *knob.flags]
+        shown = "none" if default is None else default
+        text = f"{knob.help} [{knob.describe_range()}; default {shown}]"
+        if knob.kind == "bool":
+            group.add_argument(
+                *flags, dest=name, action=argparse.BooleanOptionalAction, help=text
+            )
+        else:
+            metavar = "|".join(knob.choices) if knob.kind == "choice" else name.upper()
+            group.add_argument(*flags, dest=name, metavar=metavar, help=text)
+
+
+def explicit_train(args: argparse.Namespace) -> dict[str, Any]:
+    """The training settings the user gave on the command line."""
+    from napari_peft_sam.core.config import TrainConfig
+
+    return {
+        name: getattr(args, name)
+        for name in TrainConfig.knobs()
+        if getattr(args, name, None) is not None
+    }

@@ -1,0 +1,203 @@
+"""``sweep`` and ``report``: grids of runs into the results store, and its tables."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .base import Command
+from .common import parse_sets
+
+# error classes whose failures are the user's to fix (exit 2, not 1)
+USER_ERRORS = (
+    "UserError",
+    "ConfigError",
+    "ModelNotAvailableError",
+    "MethodUnavailableError",
+    "TrainingError",
+)
+
+
+class SweepCommand(Command):
+    name = "sweep"
+    help = "Run a hyperparameter grid (or a search) into a results store."
+
+    def add_arguments(self, parser):
+        from napari_peft_sam.core.presets import PRESETS
+
+        spec = parser.add_mutually_exclusive_group(required=True)
+        spec.add_argument("--preset", help=f"one of {', '.join(PRESETS)}")
+        spec.add_argument("--config", help="a sweep spec (YAML)")
+        parser.add_argument(
+            "--storage", required=True, help="journal file (default) or database URL"
+        )
+        parser.add_argument("--runs", default="runs", help="folder for the run folders")
+        parser.add_argument(
+            "--set",
+            action="append",
+            metavar="KEY=VALUE",
+            help="override a fixed setting, e.g. --set iterations=200",
+        )
+        parser.add_argument(
+            "--executor", choices=["inline", "local", "slurm"], default="inline"
+        )
+        parser.add_argument("--workers", type=int, default=1)
+        parser.add_argument(
+            "--seeds",
+            type=int,
+            help="training seeds per grid point, each its own run (default: the spec's, 1)",
+        )
+        parser.add_argument(
+            "--search",
+            type=int,
+            metavar="N",
+            help="instead of the grid: N trials of TPE + successive halving",
+        )
+        parser.add_argument(
+            "--grace",
+            type=float,
+            default=600.0,
+            help="seconds without heartbeat before a remote trial counts as lost",
+        )
+        slurm = parser.add_argument_group("slurm")
+        slurm.add_argument("--partition")
+        slurm.add_argument("--gpus", type=int, default=1)
+        slurm.add_argument("--time", type=int, default=240, help="minutes per job")
+        slurm.add_argument("--mem", type=int, default=32, help="GB per job")
+        slurm.add_argument("--cpus", type=int, default=8)
+        slurm.add_argument(
+            "--setup", action="append", help="shell line run before the job"
+        )
+        slurm.add_argument("--array-parallelism", type=int, default=4)
+        slurm.add_argument("--no-wait", action="store_true", help="submit and return")
+        jobs = parser.add_argument_group("jobs submitted earlier (after a restart)")
+        jobs.add_argument("--status", action="store_true", help="show the sweep's jobs")
+        jobs.add_argument(
+            "--cancel", action="store_true", help="cancel the sweep's jobs"
+        )
+
+    def run(self, args):
+        from napari_peft_sam.core import executors, results
+        from napari_peft_sam.core.presets import preset
+        from napari_peft_sam.core.sweep import SweepSpec
+        from napari_peft_sam.core.worker import run_search
+
+        spec = preset(args.preset) if args.preset else SweepSpec.load(args.config)
+        overrides = parse_sets(args.set)
+        changes = {"fixed": {**spec.fixed, **coerce_numbers(overrides)}}
+        if args.seeds is not None:
+            changes["seeds"] = args.seeds
+        spec = SweepSpec.from_dict({**spec.__dict__, **changes})
+        _check_places(args)
+        if args.status or args.cancel:
+            return self._manage(args, spec)
+        if args.search:
+            study = run_search(args.storage, spec, args.search, args.runs)
+            table = results.rows(args.storage, [study.study_name])
+            print(results.markdown(table))
+            return _outcome(table)
+        jobs = executors.launch(
+            spec,
+            args.storage,
+            args.runs,
+            args.executor,
+            args.workers,
+            args.grace,
+            vars(args),
+        )
+        if args.no_wait and args.executor != "inline":
+            print("submitted jobs " + ", ".join(j.job_id for j in jobs))
+            return 0
+        executors.wait(jobs)
+        table = results.rows(args.storage, [spec.name])
+        print(results.markdown(table))
+        return _outcome(table)
+
+    @staticmethod
+    def _manage(args, spec) -> int:
+        from napari_peft_sam.core import executors
+
+        if args.cancel:
+            print(
+                f"cancelled {executors.cancel(args.storage, spec.name)} job(s); "
+                "run the sweep again to finish their points"
+            )
+            return 0
+        for job in executors.attach(args.storage, spec.name):
+            print(f"{job.job_id}: {job.state}")
+        return 0
+
+
+def coerce_numbers(values: dict[str, str]) -> dict:
+    import yaml
+
+    return {k: yaml.safe_load(v) for k, v in values.items()}
+
+
+class ReportCommand(Command):
+    name = "report"
+    help = (
+        "Print the results store as the seed's Markdown table or as CSV; draw heatmaps."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--storage", required=True)
+        parser.add_argument("--study", action="append", help="only these studies")
+        parser.add_argument("--format", choices=["markdown", "csv"], default="markdown")
+        parser.add_argument(
+            "--heatmap",
+            nargs=3,
+            metavar=("METRIC", "X", "Y"),
+            help="also draw METRIC over hyperparameters X and Y",
+        )
+        parser.add_argument("--out", default="heatmap.png", help="heatmap file")
+
+    def run(self, args):
+        from napari_peft_sam.core import results
+
+        table = results.rows(args.storage, args.study)
+        if not table:
+            from napari_peft_sam.core.errors import UserError
+
+            raise UserError(f"The results store {args.storage} holds no runs yet.")
+        print(
+            results.markdown(table)
+            if args.format == "markdown"
+            else results.to_csv(table)
+        )
+        if args.heatmap:
+            from napari_peft_sam.core import catalog
+
+            catalog.get(args.heatmap[0])
+            results.heatmap(table, *args.heatmap, args.out)
+            print(f"heatmap: {args.out}", file=sys.stderr)
+        return 0
+
+
+def _check_places(args) -> None:
+    from napari_peft_sam.core.errors import UserError
+
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}.")
+    if args.search is not None and args.search < 1:
+        raise UserError(f"--search must be at least 1 trial, got {args.search}.")
+    if Path(args.runs).exists() and not Path(args.runs).is_dir():
+        raise UserError(
+            f"--runs {args.runs} is a file; pass a folder for the run folders."
+        )
+
+
+def _outcome(table: list[dict]) -> int:
+    """0 if any point completed; else the first failure's reason, exit 2 or 1."""
+    if any(r["status"] == "complete" for r in table):
+        return 0
+    failed = [r for r in table if r.get("error")]
+    if not failed:
+        print("error: the sweep ran no point.", file=sys.stderr)
+        return 1
+    error = str(failed[0]["error"])
+    print(
+        f"error: no point of the sweep succeeded; the first failed with: {error}",
+        file=sys.stderr,
+    )
+    return 2 if error.split(":")[0] in USER_ERRORS else 1

@@ -1,0 +1,57 @@
+"""The row a run adds to the results store, and how a grid point is keyed.
+
+Torch-free: the store, the tables, the sweep queue and the GUI all read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def point_key(point: dict[str, Any]) -> str:
+    """A grid point's identity in the store (order-independent)."""
+    return repr(sorted((k, point[k]) for k in point))
+
+
+@dataclass
+class RunRecord:
+    """The row a run adds to the results store (its trial's user attributes).
+
+    ``params`` are the values that tell this run apart in a table (a sweep's
+    grid point; for a single run, the method's hyperparameters and the
+    learning rate); ``settings`` every resolved training setting, so that
+    tables and heatmaps only compare runs whose other settings match.
+    """
+
+    run_dir: str | None
+    dataset: str
+    model: str
+    method: str
+    params: dict[str, Any]
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    evaluated_on: dict[str, Any] = field(default_factory=dict)
+    trainable_parameters: int | None = None
+    train_time_s: float | None = None
+    peak_memory_mb: float | None = None
+    iterations: int | None = None
+    status: str = "complete"
+    error: str | None = None
+
+    def attrs(self) -> dict[str, Any]:
+        """The trial's user attributes (``values``/``point`` key the grid point)."""
+        return asdict(self) | {"values": self.params, "point": point_key(self.params)}
+
+
+ROW_FIELDS = tuple(RunRecord.__dataclass_fields__)
+
+
+def row_from_attrs(attrs: dict[str, Any], params: dict | None = None) -> dict[str, Any]:
+    """A results-table row from a trial's user attributes."""
+    row = {name: attrs.get(name) for name in ROW_FIELDS}
+    row["params"] = dict(attrs.get("values") or params or {})
+    for name in ("hyperparameters", "settings", "metrics", "evaluated_on"):
+        row[name] = row[name] or {}
+    return row

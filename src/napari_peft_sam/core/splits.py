@@ -1,0 +1,91 @@
+"""The one place that says which images a run trains, validates and is tested on.
+
+Own data and sample data are split by a seeded draw (``DataSpec.val_fraction``,
+``DataSpec.split_seed``): the held-out part validates during training and is
+what a finished run is evaluated on. A benchmark dataset brings its own
+train, val and test splits (``core.benchmarks``); a run is evaluated on its
+test split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import RunConfig
+    from .data import Dataset
+
+
+def load(config: RunConfig) -> Dataset:
+    """Every image of a run's own data (files or sample data), unsplit."""
+    from .sources import load_dataset
+
+    spec = config.data
+    return load_dataset(
+        spec.dataset,
+        spec.images,
+        spec.labels,
+        spec.image_key,
+        spec.label_key,
+        spec.stack,
+    )
+
+
+def is_benchmark(config: RunConfig) -> bool:
+    from .benchmarks import BENCHMARKS
+
+    return config.data.dataset in BENCHMARKS
+
+
+def train_val(
+    config: RunConfig, dataset: Dataset | None = None
+) -> tuple[Dataset, Dataset]:
+    """The training and validation sets of a run (``dataset``: already loaded)."""
+    spec = config.data
+    if dataset is None and is_benchmark(config):
+        from .benchmarks import benchmark_dataset
+
+        return (
+            benchmark_dataset(spec.dataset, "train"),
+            benchmark_dataset(spec.dataset, "val"),
+        )
+    dataset = dataset if dataset is not None else load(config)
+    return dataset.split(spec.val_fraction, spec.split_seed)
+
+
+def held_out(
+    config: RunConfig, dataset: Dataset | None = None, benchmark_split: str = "test"
+) -> Dataset:
+    """What a finished run is evaluated on: a benchmark's test split, else the
+    held-out part of the seeded split."""
+    if dataset is None and is_benchmark(config):
+        from .benchmarks import benchmark_dataset
+
+        return benchmark_dataset(config.data.dataset, benchmark_split)
+    from .data import Dataset
+
+    part = train_val(config, dataset)[1]
+    return Dataset(list(part), f"{part.source} (held-out)")
+
+
+def fingerprint(dataset: Dataset) -> str:
+    """A hash of a dataset's pixels and labels: is this the run's own data?"""
+    digest = hashlib.blake2b(digest_size=16)
+    for sample in dataset:
+        for array in (sample.image, sample.labels):
+            digest.update(str(array.shape).encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def image_hashes(dataset: Dataset) -> list[str]:
+    """One short hash per image (pixels and labels): which images trained a run."""
+    out = []
+    for sample in dataset:
+        digest = hashlib.blake2b(digest_size=8)
+        for array in (sample.image, sample.labels):
+            digest.update(str(array.shape).encode())
+            digest.update(array.tobytes())
+        out.append(digest.hexdigest())
+    return out
