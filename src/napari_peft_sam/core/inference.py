@@ -3,21 +3,25 @@
 ``Segmenter`` wraps a SAM model (base or fine-tuned). ``embed`` computes and
 caches an image's embedding; ``predict`` turns batched prompts (points, boxes,
 previous logits) into full-resolution masks, costing only the prompt encoder
-and mask decoder. Pre- and post-processing follow segment_anything's
+and mask decoder (``core.decoding``: the image's share of the decoder once,
+not once per object). Pre- and post-processing follow segment_anything's
 ``SamPredictor``: resize the longest side to the model's input size, pad,
 normalise; upscale the low-resolution logits, crop the padding, resize back.
+For small images the two bilinear resizes run as one linear map per axis on
+the low-resolution logits (see ``Segmenter.upscale``).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import decoding
 from .objective import Prompts, decode
 
 
@@ -26,10 +30,30 @@ class Embedding:
     features: torch.Tensor  # (1, C, h, w)
     original_size: tuple[int, int]
     input_size: tuple[int, int]  # after resizing the longest side
+    shared: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def scale(self) -> float:
         return self.input_size[0] / self.original_size[0]
+
+    @property
+    def xy_scale(self) -> torch.Tensor:
+        """Per-axis (x, y) factors from image to model pixels, as ``ResizeLongestSide``."""
+        (h, w), (new_h, new_w) = self.original_size, self.input_size
+        return torch.tensor([new_w / w, new_h / h], device=self.features.device)
+
+
+def resize_matrix(n_in: int, size: int, keep: int, n_out: int) -> torch.Tensor:
+    """One axis of ``postprocess_masks`` as an (n_out, n_in) matrix.
+
+    Bilinear ``n_in -> size``, keep the first ``keep``, bilinear ``-> n_out``
+    (``align_corners=False``) is linear in the input; resizing an identity
+    (in float32, as torch computes the weights) gives its matrix.
+    """
+    eye = torch.eye(n_in)[None, :, :, None]
+    x = F.interpolate(eye, (size, 1), mode="bilinear", align_corners=False)
+    x = F.interpolate(x[:, :, :keep], (n_out, 1), mode="bilinear", align_corners=False)
+    return x[0, :, :, 0].T.contiguous()
 
 
 def image_key(image: np.ndarray) -> str:
@@ -40,7 +64,23 @@ def image_key(image: np.ndarray) -> str:
 
 
 class Segmenter:
-    """Prompt-to-mask inference with cached embeddings for one model."""
+    """Prompt-to-mask inference with cached embeddings for one model.
+
+    Parameters
+    ----------
+    sam
+        A segment_anything ``Sam`` (base or fine-tuned).
+    device
+        Where it runs.
+    cache_size
+        Embeddings kept (least recently used dropped first).
+    fast_path
+        Patch the image encoder's attention (``core.fastpath``).
+    autocast
+        None for float32; ``torch.bfloat16`` runs the image encoder under
+        autocast and the mask decoder on a bfloat16 copy (see
+        ``core.device.autocast_for(..., purpose="infer")`` for the choice).
+    """
 
     def __init__(
         self,
@@ -48,6 +88,7 @@ class Segmenter:
         device: str | torch.device = "cpu",
         cache_size: int = 16,
         fast_path: bool = True,
+        autocast: torch.dtype | None = None,
     ):
         if fast_path:
             from .fastpath import enable_fast_path
@@ -56,8 +97,16 @@ class Segmenter:
         self.sam = sam.to(device).eval()
         self.device = torch.device(device)
         self.size = sam.image_encoder.img_size
+        self.autocast = autocast
         self._cache: OrderedDict[str, Embedding] = OrderedDict()
         self.cache_size = cache_size
+        self._resize: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.shared_decoder = decoding.supported(self.sam.mask_decoder)
+        self._decoder = self.sam.mask_decoder
+        if autocast is not None and self.shared_decoder:
+            import copy
+
+            self._decoder = copy.deepcopy(self.sam.mask_decoder).to(autocast)
 
     @torch.no_grad()
     def embed(self, image: np.ndarray, key: str | None = None) -> Embedding:
@@ -80,19 +129,59 @@ class Segmenter:
         )
         x = (x - self.sam.pixel_mean) / self.sam.pixel_std
         x = F.pad(x, (0, self.size - new_w, 0, self.size - new_h))
-        embedding = Embedding(self.sam.image_encoder(x), (h, w), (new_h, new_w))
+        with torch.autocast(
+            self.device.type, self.autocast, enabled=self.autocast is not None
+        ):
+            features = self.sam.image_encoder(x).float()
+        embedding = Embedding(features, (h, w), (new_h, new_w))
         self._cache[key] = embedding
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
         return embedding
 
     def upscale(self, low_res: torch.Tensor, emb: Embedding) -> torch.Tensor:
-        """Low-res logits (n, m, 256, 256) -> logits at the original image size."""
-        x = F.interpolate(
-            low_res, (self.size, self.size), mode="bilinear", align_corners=False
+        """Low-res logits (n, m, 256, 256) -> logits at the original image size.
+
+        segment_anything's ``postprocess_masks``: upscale to the input size,
+        crop the padding, resize to the image. Where the image is small (the
+        usual microscopy crop against a 1024 px model) the same map runs as
+        two small matrix products on the low-resolution logits, without the
+        (n, m, 1024, 1024) intermediate.
+        """
+        (h, w), (big_h, big_w) = low_res.shape[-2:], emb.original_size
+        if h * big_w * (w + big_h) > 100 * (self.size**2 + big_h * big_w):
+            x = F.interpolate(
+                low_res, (self.size, self.size), mode="bilinear", align_corners=False
+            )
+            x = x[..., : emb.input_size[0], : emb.input_size[1]]
+            return F.interpolate(
+                x, emb.original_size, mode="bilinear", align_corners=False
+            )
+        key = (h, w, emb.input_size, emb.original_size)
+        if key not in self._resize:
+            rows = resize_matrix(h, self.size, emb.input_size[0], big_h)
+            cols = resize_matrix(w, self.size, emb.input_size[1], big_w)
+            self._resize[key] = rows.to(self.device), cols.T.to(self.device)
+        rows, cols_t = self._resize[key]
+        return rows.to(low_res.dtype) @ (low_res @ cols_t.to(low_res.dtype))
+
+    def _decode(self, emb: Embedding, p: Prompts, multimask: bool):
+        if p.masks is not None or not self.shared_decoder:
+            with torch.autocast(
+                self.device.type, self.autocast, enabled=self.autocast is not None
+            ):
+                low_res, iou = decode(self.sam, emb.features, p, multimask)
+            return low_res.float(), iou.float()
+        if "decoder" not in emb.shared:
+            emb.shared["decoder"] = decoding.prepare(
+                self.sam, emb.features, self._decoder
+            )
+        points = None if p.points is None else (p.points, p.labels)
+        sparse, _ = self.sam.prompt_encoder(points=points, boxes=p.boxes, masks=None)
+        side = tuple(emb.features.shape[-2:])
+        return decoding.decode_shared(
+            self.sam, emb.shared["decoder"], side, sparse, multimask, 16, self._decoder
         )
-        x = x[..., : emb.input_size[0], : emb.input_size[1]]
-        return F.interpolate(x, emb.original_size, mode="bilinear", align_corners=False)
 
     @torch.no_grad()
     def predict(
@@ -109,15 +198,16 @@ class Segmenter:
         Coordinates are (x, y) in original image pixels; with ``multimask`` the
         mask with the highest predicted IoU is kept, as micro-sam does.
         """
+        scale = emb.xy_scale
         p = Prompts(
-            points=None
-            if points is None
-            else points.to(self.device).float() * emb.scale,
+            points=None if points is None else points.to(self.device).float() * scale,
             labels=None if labels is None else labels.to(self.device),
-            boxes=None if boxes is None else boxes.to(self.device).float() * emb.scale,
+            boxes=None
+            if boxes is None
+            else boxes.to(self.device).float() * scale.repeat(2),
             masks=mask_inputs,
         )
-        low_res, iou = decode(self.sam, emb.features, p, multimask)
+        low_res, iou = self._decode(emb, p, multimask)
         best = iou.argmax(dim=1)
         rows = torch.arange(len(best), device=best.device)
         low_res = low_res[rows, best][:, None]
