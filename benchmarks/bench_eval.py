@@ -11,7 +11,13 @@ architecture.
     python benchmarks/bench_eval.py --quick     # CPU, < 2 minutes (demo model at 1024)
     python benchmarks/bench_eval.py             # vit_b at 1024 (random weights)
 
-The last line is one JSON object.
+Both sides are timed in wall-clock seconds and in this process's CPU seconds
+(``*_cpu_s_per_image``: robust to other work on a shared machine, where the
+wall-clock ratio is not). Imports both sides need are done before either
+clock starts. ``--precision auto`` lets ``core.device.autocast_for`` choose
+our side's precision for this machine (micro-sam's side runs in float32, as
+it ships); ``--save`` writes ``results/eval_<model>_1024_<machine>.json``.
+The last line is one JSON object, with the machine.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import machine
 import numpy as np
 import torch
 
 from napari_peft_sam.core.data import Dataset, sample_dataset
+from napari_peft_sam.core.device import autocast_for
 from napari_peft_sam.core.evaluation import evaluate, run_to_end
 from napari_peft_sam.core.inference import Segmenter
 from napari_peft_sam.core.models import ARCHITECTURES, load_base_model, random_sam
@@ -48,10 +56,26 @@ def as_uint8(dataset: Dataset) -> Dataset:
     return Dataset(samples, dataset.source)
 
 
-def time_ours(sam, dataset, device):
-    start = time.perf_counter()
-    result = run_to_end(evaluate(Segmenter(sam, device), dataset))
-    return (time.perf_counter() - start) / len(dataset), result.metrics
+class Clock:
+    """Wall-clock and process CPU seconds of a block."""
+
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *_):
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+
+def time_ours(sam, dataset, device, autocast):
+    import micro_sam.util  # noqa: F401  (gt_prompts uses it; an import is no evaluation)
+
+    with Clock() as clock:
+        result = run_to_end(
+            evaluate(Segmenter(sam, device, autocast=autocast), dataset)
+        )
+    return clock, result.metrics
 
 
 def time_microsam(sam, dataset, device):
@@ -70,7 +94,7 @@ def time_microsam(sam, dataset, device):
             iio.imwrite(tmp / f"gt{k}.tif", sample.labels.astype(np.uint32))
             images.append(str(tmp / f"im{k}.tif"))
             gts.append(str(tmp / f"gt{k}.tif"))
-        start = time.perf_counter()
+        clock = Clock().__enter__()
         for box, first, last in (
             (False, "single point", "ip"),
             (True, "single box", "ib"),
@@ -89,12 +113,12 @@ def time_microsam(sam, dataset, device):
             )
             metrics[first] = float(table["mSA"].iloc[0])
             metrics[last] = float(table["mSA"].iloc[-1])
-        elapsed = time.perf_counter() - start
-    return elapsed / len(dataset), metrics
+        clock.__exit__()
+    return clock, metrics
 
 
-def click_latency(sam, image, device, clicks: int):
-    segmenter = Segmenter(sam, device)
+def click_latency(sam, image, device, clicks: int, autocast=None):
+    segmenter = Segmenter(sam, device, autocast=autocast)
     start = time.perf_counter()
     segmenter.embed(image, key="bench")
     embed_s = time.perf_counter() - start
@@ -136,35 +160,64 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu"
     )
+    parser.add_argument(
+        "--precision", default="auto", choices=["auto", "float32", "bfloat16"]
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--save", action="store_true", help="write results/")
+    parser.add_argument("--no-clicks", action="store_true", help="skip click latency")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     compare = args.compare_model or ("demo" if args.quick else "vit_b")
     if args.quick:
         args.images, args.clicks = 1, 40
     device = torch.device(args.device)
+    autocast = autocast_for(device, compare, args.precision, "infer", image_size=1024)
     _, held_out = sample_dataset("nuclei").split(0.2, seed=0)
     dataset = as_uint8(Dataset(list(held_out)[: args.images], "nuclei held-out"))
     big = model_for(compare, image_size=1024)
-    ours_s, ours_metrics = time_ours(big, dataset, device)
-    theirs_s, theirs_metrics = time_microsam(big, dataset, device)
-    image = dataset[0].image
-    embed_s, p50, p95 = click_latency(model_for(args.model), image, device, args.clicks)
-    vit_b = model_for("vit_b", image_size=1024)
-    vit_image = np.repeat(np.repeat(image, 4, axis=0), 4, axis=1)  # 1024 x 1024
-    vit_embed_s, vit_p50, vit_p95 = click_latency(
-        vit_b, vit_image, device, max(10, args.clicks // 4)
-    )
+    ours, ours_metrics = time_ours(big, dataset, device, autocast)
+    theirs, theirs_metrics = time_microsam(big, dataset, device)
+    n = len(dataset)
     result = {
         "compare_model": f"{compare} at 1024",
-        "images": len(dataset),
+        "images": n,
         "device": str(device),
-        "ours_s_per_image": ours_s,
-        "microsam_s_per_image": theirs_s,
-        "ratio_vs_microsam": theirs_s / ours_s,
+        "precision": str(autocast or torch.float32).replace("torch.", ""),
+        "ours_s_per_image": ours.wall / n,
+        "microsam_s_per_image": theirs.wall / n,
+        "ratio_vs_microsam": theirs.wall / ours.wall,
+        "ours_cpu_s_per_image": ours.cpu / n,
+        "microsam_cpu_s_per_image": theirs.cpu / n,
+        "ratio_cpu_vs_microsam": theirs.cpu / ours.cpu,
         "max_abs_metric_diff": max(
             abs(ours_metrics[k] - theirs_metrics[k]) for k in ours_metrics
         ),
         "ours_metrics": ours_metrics,
         "microsam_metrics": theirs_metrics,
+    }
+    if not args.no_clicks:
+        result.update(clicks(args, dataset[0].image, device, autocast))
+    result["machine"] = machine.summary()
+    result["command"] = " ".join(["python benchmarks/bench_eval.py", *sys.argv[1:]])
+    for key, value in result.items():
+        print(f"{key:>26}: {value}", file=sys.stderr)
+    if args.save:
+        print(f"saved {machine.save(f'eval_{compare}_1024', result)}", file=sys.stderr)
+    print(json.dumps(result))
+    return result
+
+
+def clicks(args, image, device, autocast) -> dict:
+    """Embedding time and prompt-to-mask latency with a cached embedding."""
+    embed_s, p50, p95 = click_latency(model_for(args.model), image, device, args.clicks)
+    vit_b = model_for("vit_b", image_size=1024)
+    vit_image = np.repeat(np.repeat(image, 4, axis=0), 4, axis=1)  # 1024 x 1024
+    vit_embed_s, vit_p50, vit_p95 = click_latency(
+        vit_b, vit_image, device, max(10, args.clicks // 4), autocast
+    )
+    return {
         "click_model": args.model,
         "embed_s": embed_s,
         "click_p50_ms": p50,
@@ -172,12 +225,7 @@ def main(argv=None) -> dict:
         "vit_b_embed_s": vit_embed_s,
         "vit_b_click_p50_ms": vit_p50,
         "vit_b_click_p95_ms": vit_p95,
-        "threads": torch.get_num_threads(),
     }
-    for key, value in result.items():
-        print(f"{key:>22}: {value}", file=sys.stderr)
-    print(json.dumps(result))
-    return result
 
 
 if __name__ == "__main__":
