@@ -233,10 +233,17 @@ def evaluate_model(
     device: str = "auto",
     n_iterations: int = 8,
     tune_on: Dataset | None = None,
+    precision: str = "float32",
 ) -> Generator[ProgressEvent, None, EvalResult]:
-    """Evaluate a run folder or a base model; a run's card receives the numbers."""
+    """Evaluate a run folder or a base model; a run's card receives the numbers.
+
+    ``precision`` (``float32``, ``bfloat16`` or ``auto``: this machine's
+    choice for the model, ``core.device.autocast_for(..., purpose="infer")``)
+    sets the inference precision; float32 by default, so that numbers stay
+    comparable across machines.
+    """
     from .checkpoints import load_run
-    from .device import resolve_device
+    from .device import autocast_for, resolve_device
     from .models import load_base_model
 
     torch_device = resolve_device(device)
@@ -244,11 +251,15 @@ def evaluate_model(
     if run_dir is not None:
         from .decoder import load_adapter_decoder
 
-        sam, _ = load_run(run_dir, tag)
+        sam, card = load_run(run_dir, tag)
         decoder = load_adapter_decoder(run_dir, sam, tag, torch_device)
+        model = (card.get("base_model") or {}).get("name")
     else:
         sam, _ = load_base_model(model, checkpoint, image_size)
-    segmenter = Segmenter(sam, torch_device)
+    autocast = autocast_for(
+        torch_device, model, precision, "infer", sam.image_encoder.img_size
+    )
+    segmenter = Segmenter(sam, torch_device, autocast=autocast)
     result = yield from evaluate(
         segmenter, dataset, metrics, n_iterations, decoder=decoder, tune_on=tune_on
     )
