@@ -21,7 +21,16 @@ SPEC = {
 }
 
 
-def fake_runner(spec, point, run_dir, report=None, sleep=0.0, fail_rank=None):
+def fake_runner(
+    spec,
+    point,
+    run_dir,
+    report=None,
+    sleep=0.0,
+    fail_rank=None,
+    stop=None,
+    on_event=None,
+):
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     with open(Path(run_dir).parent / "calls.log", "a") as log:
         log.write(json.dumps(point) + "\n")

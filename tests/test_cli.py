@@ -70,7 +70,8 @@ def test_export_cli_writes_a_merged_file(tmp_path, capsys):
         )
         == 0
     )
-    assert out.is_file() and "get_sam_model" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert out.is_file() and "napari-peft-sam train --model tiny --checkpoint" in printed
 
 
 @pytest.mark.parametrize("module", ["napari_peft_sam.core", "napari_peft_sam.cli"])

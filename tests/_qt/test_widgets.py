@@ -61,13 +61,13 @@ def test_method_form_and_live_counts(docked, qtbot):
     assert model.estimate["memory_mb"] > 1000  # vit_b does not train in 1 GB
 
 
-def test_train_from_layers_adds_a_results_row(docked, qtbot):
+def test_train_from_layers_adds_a_results_row(docked, qtbot, tmp_path, monkeypatch):
     viewer, widgets = docked
     use_sample(viewer, widgets)
     choose(widgets)
     train, results = widgets["Train"], widgets["Results"]
     qtbot.mouseClick(train.train_button, Qt.LeftButton)
-    wait_until(qtbot, lambda: train.last_result is not None, 240)
+    wait_until(qtbot, lambda: train.last_result is not None, 600)
     run_dir = Path(train.last_result["run_dir"])
     assert (run_dir / "adapter_best.pt").exists() and (
         run_dir / "data" / "images"
@@ -87,6 +87,31 @@ def test_train_from_layers_adds_a_results_row(docked, qtbot):
     assert prompt.model.findText(f"run: {run_dir.name}") >= 0
     results.table.cellDoubleClicked.emit(0, 0)
     assert prompt.model.currentData() == str(run_dir)
+
+    # Export, from the Results panel (the selected row) and after training
+    from qtpy.QtWidgets import QFileDialog
+
+    targets = iter([tmp_path / "from-results", tmp_path / "from-train"])
+    monkeypatch.setattr(
+        QFileDialog, "getSaveFileName", lambda *a: (str(next(targets)), a[-1])
+    )
+    results.table.selectRow(0)
+    for button in (results.run_button, train.export_button):
+        qtbot.mouseClick(button, Qt.LeftButton)
+        dialog = next(w for w in _dialogs() if w.isVisible())
+        qtbot.mouseClick(dialog.buttons["micro-sam"], Qt.LeftButton)
+        qtbot.mouseClick(dialog.export_button, Qt.LeftButton)
+        wait_until(qtbot, lambda d=dialog: d.result is not None, 120)
+    assert (tmp_path / "from-results.pt").is_file()
+    assert (tmp_path / "from-train.pt").is_file()
+
+
+def _dialogs():
+    from qtpy.QtWidgets import QApplication
+
+    from napari_peft_sam._qt.export_dialog import ExportDialog
+
+    return [w for w in QApplication.topLevelWidgets() if isinstance(w, ExportDialog)]
 
 
 def test_stop_mid_run_leaves_a_checkpoint(docked, qtbot):

@@ -1,10 +1,7 @@
 """Sweeps: presets, crash safety, parallel workers, grown grids, failures, reports."""
 
 import json
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -192,71 +189,3 @@ def test_passwords_never_reach_the_table():
     assert redact("postgresql://me:secret@db:5432/x") == "postgresql://me:***@db:5432/x"
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def postgres_url():
-    """A real PostgreSQL server (Debian's), started for this test."""
-    import tempfile
-
-    pytest.importorskip("psycopg")
-    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
-    if not bins:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    tmp_path = Path(tempfile.mkdtemp(prefix="pg-"))  # pytest's tmp is root-only
-    bin_dir, data, port = bins[-1], tmp_path / "pg", _free_port()
-    user = []
-    if os.geteuid() == 0:  # initdb refuses root: run the server as 'postgres'
-        shutil.chown(tmp_path, "postgres")
-        user = ["runuser", "-u", "postgres", "--"]
-    run = partial(subprocess.run, check=True, capture_output=True)
-    run(
-        [
-            *user,
-            str(bin_dir / "initdb"),
-            "-D",
-            str(data),
-            "-A",
-            "trust",
-            "-U",
-            "sweeper",
-        ]
-    )
-    run(
-        [
-            *user,
-            str(bin_dir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-w",
-            "-l",
-            str(tmp_path / "pg.log"),
-            "-o",
-            f"-p {port} -k {tmp_path} -c listen_addresses=127.0.0.1",
-            "start",
-        ]
-    )
-    try:
-        run(
-            [
-                str(bin_dir / "createdb"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-U",
-                "sweeper",
-                "sweeps",
-            ]
-        )
-        yield f"postgresql://sweeper:unused@127.0.0.1:{port}/sweeps"
-    finally:
-        subprocess.run(
-            [*user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
-            capture_output=True,
-        )
-        shutil.rmtree(tmp_path, ignore_errors=True)

@@ -77,7 +77,7 @@ def editor(spec: dict[str, Any]) -> QWidget:
     kind, default = spec["kind"], spec["default"]
     low = spec.get("low")
     high = spec.get("high")
-    textual = spec.get("optional") or spec.get("literals") or kind == "ints"
+    textual = spec.get("optional") or spec.get("literals") or kind in ("ints", "text")
     if kind == "bool":
         widget = QCheckBox()
     elif kind == "choice":

@@ -7,6 +7,7 @@ import secrets
 import subprocess
 import sys
 import threading
+from multiprocessing import AuthenticationError
 from multiprocessing.connection import Listener
 from typing import Any
 
@@ -144,6 +145,8 @@ class ServiceClient(QObject):
             except TimeoutError:
                 if proc.poll() is not None:
                     return None
+            except (AuthenticationError, EOFError):
+                continue  # another local client without our key: refused, keep waiting
             except OSError:
                 return None
         return None

@@ -1,4 +1,9 @@
-"""Results: every run in the store, sortable and filterable, with exports and a heatmap."""
+"""Results: every run in the store, sortable and filterable, with exports and a heatmap.
+
+With repeated seeds the table shows one row per point (mean ± 95 % interval,
+n, the best in bold, ≈ where the paired test cannot tell it from the best);
+the heatmap is ``core.heatmap``'s: this widget only renders what core computed.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Any
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QHBoxLayout,
@@ -20,10 +26,15 @@ from qtpy.QtWidgets import (
 )
 
 from ..core import catalog, requests
+from ..core.errors import UserError
+from ..core.heatmap import heatmap_data
+from ..core.results import is_seeded, point_rows
+from ..core.stats import INTERVAL, TEST
 from ._plots import Heatmap
 from ._session import session_for
 
 ALL = "all"
+NOT_AXES = ("dataset", "model", "seed")  # never a heatmap axis
 
 
 class _Item(QTableWidgetItem):
@@ -65,7 +76,8 @@ class ResultsWidget(QWidget):
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self.rows: list[dict[str, Any]] = []
-        self.visible_rows: list[dict[str, Any]] = []
+        self.visible_rows: list[dict[str, Any]] = []  # the filtered runs
+        self.shown_rows: list[dict[str, Any]] = []  # the table's rows
 
         self.filters = {k: QComboBox() for k in ("study", "dataset", "method", "model")}
         self.table = QTableWidget()
@@ -76,12 +88,23 @@ class ResultsWidget(QWidget):
         self.refresh_button = QPushButton("Refresh")
         self.csv_button = QPushButton("Export CSV…")
         self.md_button = QPushButton("Export Markdown…")
+        self.run_button = QPushButton("Export run…")
+        self.run_button.setToolTip(
+            "Export the selected run for micro-sam, its annotator or bioimage.io."
+        )
         self.metric = QComboBox()
         self.metric.addItems(catalog.NAMES)
         self.metric.setCurrentText(catalog.PRIMARY)
         self.x_param, self.y_param = QComboBox(), QComboBox()
         self.heatmap = Heatmap()
         self.status = QLabel()
+        self.group = QCheckBox("one row per point: mean ± 95 % interval over seeds")
+        self.group.setChecked(True)
+        self.group.setToolTip(
+            f"{INTERVAL}; bold: the best mean of a column; ≈: not "
+            f"distinguishable from it ({TEST}). Untick to see every seed's run."
+        )
+        self.group.toggled.connect(lambda *_: self.render())
 
         filters = QHBoxLayout()
         for name, combo in self.filters.items():
@@ -90,7 +113,12 @@ class ResultsWidget(QWidget):
             combo.currentTextChanged.connect(lambda *_: self.render())
             filters.addWidget(combo, 1)
         buttons = QHBoxLayout()
-        for button in (self.refresh_button, self.csv_button, self.md_button):
+        for button in (
+            self.refresh_button,
+            self.csv_button,
+            self.md_button,
+            self.run_button,
+        ):
             buttons.addWidget(button)
         heat = QHBoxLayout()
         for label, combo in (
@@ -103,6 +131,7 @@ class ResultsWidget(QWidget):
             combo.currentTextChanged.connect(lambda *_: self.draw_heatmap())
         layout = QVBoxLayout(self)
         layout.addLayout(filters)
+        layout.addWidget(self.group)
         layout.addWidget(self.table, 2)
         layout.addWidget(self.status)
         layout.addLayout(buttons)
@@ -112,6 +141,7 @@ class ResultsWidget(QWidget):
         self.refresh_button.clicked.connect(self.refresh)
         self.csv_button.clicked.connect(lambda: self.export("csv"))
         self.md_button.clicked.connect(lambda: self.export("markdown"))
+        self.run_button.clicked.connect(self.export_run)
         self.table.cellDoubleClicked.connect(self._open_row)
         self.session.results_changed.connect(self.refresh)
         self.refresh()
@@ -132,9 +162,7 @@ class ResultsWidget(QWidget):
             combo.addItems([ALL, *values])
             combo.setCurrentText(current if current in values else ALL)
             combo.blockSignals(False)
-        params = sorted(
-            {k for r in rows for k in r["params"] if k not in ("dataset", "model")}
-        )
+        params = sorted({k for r in rows for k in r["params"] if k not in NOT_AXES})
         for combo, default in ((self.x_param, "alpha"), (self.y_param, "rank")):
             current = combo.currentText()
             combo.blockSignals(True)
@@ -152,13 +180,17 @@ class ResultsWidget(QWidget):
         return out
 
     def render(self) -> None:
-        rows = self.filtered()
-        self.visible_rows = rows
+        runs = self.filtered()
+        self.visible_rows = runs
+        self.group.setVisible(is_seeded(self.rows))
+        grouped = self.group.isChecked() and is_seeded(runs)
+        rows = self.shown_rows = point_rows(runs) if grouped else runs
         params = sorted(
             {k for r in rows for k in r["params"] if k not in ("dataset", "model")}
         )
         head = ["study", "status", "dataset", "model", "method"]
-        columns = head + list(catalog.NAMES) + params + ["trainable", "time (s)"]
+        columns = head + list(catalog.NAMES) + params
+        columns += ["n"] * grouped + ["trainable", "time (s)"]
         self.table.setSortingEnabled(False)
         self.table.clear()
         self.table.setColumnCount(len(columns))
@@ -166,27 +198,24 @@ class ResultsWidget(QWidget):
         self.table.setRowCount(len(rows))
         for i, row in enumerate(rows):
             values = [row.get(k) for k in head]
-            values += [row["metrics"].get(m) for m in catalog.NAMES]
+            values += [_metric_cell(row, m) for m in catalog.NAMES]
             values += [row["params"].get(p) for p in params]
+            values += [row.get("n")] * grouped
             values += [row.get("trainable_parameters"), row.get("train_time_s")]
             for j, value in enumerate(values):
-                item = _Item(
-                    _fmt(value), value if not isinstance(value, list) else str(value)
-                )
-                item.setData(Qt.UserRole, i)
-                if row.get("error"):
-                    item.setToolTip(row["error"])
-                self.table.setItem(i, j, item)
+                self.table.setItem(i, j, _item(value, i, row.get("error")))
         self.table.setSortingEnabled(True)
         self.table.resizeColumnsToContents()
+        what = f"{len(rows)} points ({len(runs)} runs)" if grouped else f"{len(rows)}"
         self.status.setText(
-            f"{len(rows)} of {len(self.rows)} runs · store {self.session.storage} · "
+            f"{what} of {len(self.rows)} runs · store {self.session.storage} · "
             "double-click a row to try its model"
         )
         self.draw_heatmap()
 
     def row_at(self, table_row: int) -> dict[str, Any]:
-        return self.visible_rows[self.table.item(table_row, 0).data(Qt.UserRole)]
+        """The row shown at ``table_row`` (a point's first run when grouped)."""
+        return self.shown_rows[self.table.item(table_row, 0).data(Qt.UserRole)]
 
     def _open_row(self, table_row: int, _column: int) -> None:
         row = self.row_at(table_row)
@@ -199,6 +228,19 @@ class ResultsWidget(QWidget):
             self.session.info(
                 "This row has no run folder on this machine (a base-model row or a remote run)."
             )
+
+    def export_run(self):
+        """The export dialog for the selected row's run folder."""
+        from .export_dialog import export_dialog
+
+        selected = self.table.selectionModel().selectedRows()
+        row = self.row_at(selected[0].row()) if selected else None
+        if row is None or not row.get("run_dir") or not Path(row["run_dir"]).exists():
+            self.session.info(
+                "Select a row of a trained run (its folder must be here)."
+            )
+            return None
+        return export_dialog(self, self.session, row["run_dir"])
 
     # -- exports and heatmap ----------------------------------------------------------
 
@@ -220,23 +262,48 @@ class ResultsWidget(QWidget):
         self.session.call(requests.RenderTable(self.visible_rows, fmt), on_done=write)
 
     def draw_heatmap(self) -> None:
+        """Render ``core.heatmap.heatmap_data`` of the filtered runs."""
         metric, x, y = (
             self.metric.currentText(),
             self.x_param.currentText(),
             self.y_param.currentText(),
         )
-        rows = [r for r in self.visible_rows if x in r["params"] and y in r["params"]]
-        xs = sorted({r["params"][x] for r in rows}, key=_order)
-        ys = sorted({r["params"][y] for r in rows}, key=_order)
-        cells = {}
-        for r in rows:
-            value = r["metrics"].get(metric)
-            cell = (r["params"][x], r["params"][y])
-            if value is not None and (cells.get(cell) is None or value > cells[cell]):
-                cells[cell] = value
-            cells.setdefault(cell, None)
-        self.heatmap.set_data(xs, ys, cells, f"{metric} (best per cell)", x, y)
+        if not (metric and x and y):
+            self.heatmap.set_heatmap(None, "no hyperparameters to plot yet")
+            return
+        try:
+            data = heatmap_data(self.visible_rows, metric, x, y)
+        except UserError as error:
+            self.heatmap.set_heatmap(None, str(error))
+            return
+        self.heatmap.set_heatmap(data)
 
 
-def _order(value):
-    return (0, value) if isinstance(value, int | float) else (1, str(value))
+def _metric_cell(row: dict[str, Any], metric: str):
+    """A run's value, or a point's (summary, mark) when grouped."""
+    if "summaries" in row:
+        return (row["summaries"].get(metric), row["marks"].get(metric))
+    return row["metrics"].get(metric)
+
+
+def _item(value, index: int, error: str | None) -> _Item:
+    bold = False
+    if isinstance(value, tuple):  # a point's metric: mean ± half-width
+        summary, mark = value
+        text, key = "", None
+        if summary is not None:
+            text, key = f"{summary.mean:.3f}", summary.mean
+            text += f" ± {summary.half:.3f}" if summary.half is not None else ""
+            text += " ≈" if mark == "tie" else ""
+        bold = mark == "best"
+    else:
+        text, key = _fmt(value), value if not isinstance(value, list) else str(value)
+    item = _Item(text, key)
+    item.setData(Qt.UserRole, index)
+    if bold:
+        font = item.font()
+        font.setBold(True)
+        item.setFont(font)
+    if error:
+        item.setToolTip(error)
+    return item

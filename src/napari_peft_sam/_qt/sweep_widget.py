@@ -25,16 +25,12 @@ from qtpy.QtWidgets import (
 
 from ..core import catalog, requests
 from ..core.errors import UserError
+from ..core.executors import EXECUTORS
 from ._service import ServiceClient
 from ._session import notify_failure, session_for
 from .data_widget import sweep_data
 
 CUSTOM = "custom (from Data and Model)"
-EXECUTORS = {
-    "here (one process)": "inline",
-    "local processes": "local",
-    "SLURM cluster": "slurm",
-}
 # iterations per second on a CPU where nothing was measured yet (benchmarks/results)
 FALLBACK_SPEED = {"tiny": 2.0, "demo": 4.0}
 
@@ -90,7 +86,8 @@ class SweepWidget(QWidget):
         self.estimate = QLabel()
         self.estimate.setWordWrap(True)
         self.executor = QComboBox()
-        self.executor.addItems(list(EXECUTORS))
+        for executor in EXECUTORS.values():
+            self.executor.addItem(executor.title, executor.name)
         self.workers = QSpinBox(minimum=1, maximum=256, value=2)
         self.slurm = QGroupBox("SLURM")
         self.partition, self.account_setup = QLineEdit(), QLineEdit()
@@ -99,8 +96,11 @@ class SweepWidget(QWidget):
             "e.g. module load cuda; source venv/bin/activate"
         )
         self.time_min = QSpinBox(minimum=1, maximum=10_000, value=240)
-        self.gpus = QSpinBox(minimum=0, maximum=8, value=1)
-        self.mem = QSpinBox(minimum=1, maximum=2048, value=32)
+        # -1 / 0 show "auto": what the partition's nodes offer (executors.slurm_request)
+        self.gpus = QSpinBox(minimum=-1, maximum=8, value=-1)
+        self.gpus.setSpecialValueText("auto")
+        self.mem = QSpinBox(minimum=0, maximum=2048, value=0)
+        self.mem.setSpecialValueText("auto")
         slurm = QFormLayout(self.slurm)
         slurm.addRow("partition", self.partition)
         slurm.addRow("time limit (min)", self.time_min)
@@ -165,8 +165,8 @@ class SweepWidget(QWidget):
         self._preset_changed(self.preset.currentText())
 
     def _executor_changed(self, text: str) -> None:
-        self.slurm.setVisible(EXECUTORS[text] == "slurm")
-        self.workers.setEnabled(EXECUTORS[text] != "inline")
+        self.slurm.setVisible(self.executor_kind() == "slurm")
+        self.workers.setEnabled(self.executor_kind() != "inline")
         self.update_estimate()
 
     def set_grid(self, grid: dict[str, list]) -> None:
@@ -314,7 +314,7 @@ class SweepWidget(QWidget):
         return self.session.choices.model["name"]
 
     def executor_kind(self) -> str:
-        return EXECUTORS[self.executor.currentText()]
+        return self.executor.currentData()
 
     # -- running ---------------------------------------------------------------------------
 
@@ -345,8 +345,8 @@ class SweepWidget(QWidget):
         options = {
             "partition": self.partition.text().strip() or None,
             "time": self.time_min.value(),
-            "gpus": self.gpus.value(),
-            "mem": self.mem.value(),
+            "gpus": None if self.gpus.value() < 0 else self.gpus.value(),
+            "mem": self.mem.value() or None,
             "setup": [
                 s.strip() for s in self.account_setup.text().split(";") if s.strip()
             ],
@@ -383,7 +383,9 @@ class SweepWidget(QWidget):
 
     def _on_event(self, payload: dict) -> None:
         if "trial" not in payload:
-            self.status.setText(f"jobs submitted: {', '.join(payload.get('jobs', []))}")
+            states = payload.get("states") or {}
+            jobs = [f"{j} {states[j]}" if j in states else j for j in payload["jobs"]]
+            self.status.setText(f"jobs: {', '.join(jobs)}")
             return
         event, trial = payload["event"], payload["trial"]
         state = self.trials.setdefault(

@@ -121,6 +121,11 @@ class TrainWidget(QWidget):
         self.train_button = QPushButton("Train")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip(
+            "Export the last run for micro-sam, its annotator or bioimage.io."
+        )
+        self.export_button.setEnabled(False)
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m steps")
         self.status = QLabel("Ready.")
@@ -132,6 +137,7 @@ class TrainWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.train_button)
         buttons.addWidget(self.stop_button)
+        buttons.addWidget(self.export_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.recipe)
         layout.addLayout(self.form_box)
@@ -144,6 +150,7 @@ class TrainWidget(QWidget):
 
         self.train_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
+        self.export_button.clicked.connect(self.export)
         self.session.when_ready(self._populate)
 
     def _populate(self, catalog: dict) -> None:
@@ -264,9 +271,18 @@ class TrainWidget(QWidget):
         if self.process is not None:
             self.process.close()
 
+    def export(self):
+        """The export dialog for the last run."""
+        from .export_dialog import export_dialog
+
+        if self.last_result is None:
+            return None
+        return export_dialog(self, self.session, self.last_result["run_dir"])
+
     def _on_done(self, result: dict) -> None:
         self.last_result = result
         self._finish()
+        self.export_button.setEnabled(True)
         self.session.add_run(result["run_dir"])
         if result["status"] == "stopped":
             self.status.setText(

@@ -38,9 +38,9 @@ class SweepCommand(Command):
             metavar="KEY=VALUE",
             help="override a fixed setting, e.g. --set iterations=200",
         )
-        parser.add_argument(
-            "--executor", choices=["inline", "local", "slurm"], default="inline"
-        )
+        from napari_peft_sam.core.executors import EXECUTORS
+
+        parser.add_argument("--executor", choices=list(EXECUTORS), default="inline")
         parser.add_argument("--workers", type=int, default=1)
         parser.add_argument(
             "--seeds",
@@ -61,10 +61,16 @@ class SweepCommand(Command):
         )
         slurm = parser.add_argument_group("slurm")
         slurm.add_argument("--partition")
-        slurm.add_argument("--gpus", type=int, default=1)
+        slurm.add_argument(
+            "--gpus", type=int, help="per job (default: 1 where the partition has GPUs)"
+        )
         slurm.add_argument("--time", type=int, default=240, help="minutes per job")
-        slurm.add_argument("--mem", type=int, default=32, help="GB per job")
-        slurm.add_argument("--cpus", type=int, default=8)
+        slurm.add_argument(
+            "--mem", type=int, help="GB per job (default: 32, or what a node has)"
+        )
+        slurm.add_argument(
+            "--cpus", type=int, help="per job (default: 8, or what a node has)"
+        )
         slurm.add_argument(
             "--setup", action="append", help="shell line run before the job"
         )
@@ -108,7 +114,7 @@ class SweepCommand(Command):
         if args.no_wait and args.executor != "inline":
             print("submitted jobs " + ", ".join(j.job_id for j in jobs))
             return 0
-        executors.wait(jobs)
+        executors.wait(jobs, report=lambda text: print(text, file=sys.stderr))
         table = results.rows(args.storage, [spec.name])
         print(results.markdown(table))
         return _outcome(table)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -42,7 +41,16 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Adapter file {path} does not exist.")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        tensors = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, not a torch file, unsafe pickle
+        raise UserError(
+            f"Adapter file {path} cannot be read ({type(error).__name__}); it is "
+            "damaged or not an adapter: use the run's other adapter (--tag) or retrain."
+        ) from None
+    if not isinstance(tensors, dict):
+        raise UserError(f"Adapter file {path} holds no tensors by name.")
+    return tensors
 
 
 def package_versions() -> dict[str, str]:
@@ -94,7 +102,6 @@ def make_card(
         "trainable_parameters": count_trainable(model),
         "micro_sam": microsam_load_recipe(info, cfg),
         "packages": package_versions(),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         **extra,
     }
 
@@ -153,4 +160,11 @@ def load_adapter_into(model: nn.Module, path: str | os.PathLike) -> None:
             f"Adapter {path} does not match this model's method (missing "
             f"{missing[:1] or 'nothing'}, unexpected {extra[:1] or 'nothing'})."
         )
-    model.load_state_dict(tensors, strict=False)
+    try:
+        model.load_state_dict(tensors, strict=False)
+    except RuntimeError as error:  # same names, other shapes: another rank or model
+        first = str(error).split("\n")[1].strip() if "\n" in str(error) else ""
+        raise UserError(
+            f"Adapter {path} has other shapes than this model's method ({first}); "
+            "it comes from another base model or other hyperparameters."
+        ) from None

@@ -36,9 +36,24 @@ class DataSpec:
 
 @dataclass
 class ModelSpec:
+    """The base model: a name, optional custom weights, optional input size."""
+
     name: str = "tiny"
     checkpoint: str | None = None
     image_size: int | None = None
+
+    def __post_init__(self) -> None:
+        size = self.image_size
+        if size is not None and (
+            isinstance(size, bool)
+            or not isinstance(size, int)
+            or not 64 <= size <= 4096
+            or size % 16
+        ):
+            raise ConfigError(
+                f"The model's image size must be a multiple of 16 from 64 to 4096 "
+                f"pixels, got {size!r}."
+            )
 
 
 def _setting(default, help, kind, **knob):
@@ -272,6 +287,44 @@ class RunConfig:
             )
         except TypeError as error:
             raise ConfigError(f"Run config has an unknown field ({error}).") from None
+
+    def command(self, run_dir: str | Path) -> str:
+        """The ``napari-peft-sam train`` call that reproduces this run."""
+        import shlex
+
+        data, model = self.data, self.model
+        args = ["napari-peft-sam", "train"]
+        if data.dataset:
+            args += ["--dataset", data.dataset]
+        else:
+            args += ["--images", *(data.images or []), "--labels", *(data.labels or [])]
+        for flag, value in (
+            ("--image-key", data.image_key),
+            ("--label-key", data.label_key),
+            ("--val-fraction", data.val_fraction if data.val_fraction != 0.2 else None),
+            ("--split-seed", data.split_seed or None),
+            ("--model", model.name),
+            ("--checkpoint", model.checkpoint),
+            ("--image-size", model.image_size),
+            ("--method", self.method.method),
+            ("--init-from", self.init_from),
+        ):
+            if value is not None:
+                args += [flag, str(value)]
+        args += ["--stack"] if data.stack else []
+        default = type(self.method)().to_dict()
+        for name, value in self.method.to_dict().items():
+            if value != default[name]:
+                shown = ",".join(map(str, value)) if isinstance(value, list) else value
+                args += ["--set", f"{name}={shown}"]
+        for name, value in self.train.to_dict().items():
+            if self.train_sources.get(name) == "explicit":
+                flag = "--" + name.replace("_", "-")
+                if isinstance(value, bool):
+                    args.append(flag if value else "--no-" + flag[2:])
+                else:
+                    args += [flag, str(value)]
+        return shlex.join([*args, "--out", str(run_dir)])
 
     def save(self, path: str | Path) -> None:
         from .files import atomic_write_json

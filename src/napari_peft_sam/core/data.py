@@ -17,6 +17,8 @@ import numpy as np
 
 from .errors import UserError
 
+MIN_SIDE = 16  # pixels: one token of SAM's 16-pixel patch embedding
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -202,6 +204,12 @@ def from_arrays(
     for k, (image, labels) in enumerate(pairs):
         name = names[k] if names else f"image {k}"
         for plane, plane_labels, plane_name in _planes(image, labels, name, stack):
+            if min(plane_labels.shape) < MIN_SIDE:
+                h, w = plane_labels.shape
+                raise UserError(
+                    f"{plane_name} is {h} x {w} pixels; SAM needs images of at least "
+                    f"{MIN_SIDE} x {MIN_SIDE} pixels."
+                )
             samples.append(
                 Sample(
                     normalize_image(plane, plane_name),

@@ -1,17 +1,30 @@
 """Where sweep workers run: in this process, as local processes, or as SLURM jobs.
 
-All three run the same ``worker.run_worker`` against the same storage, so
-workers can join and leave at any time. ``local`` and ``slurm`` go through
-submitit; their job ids are stored in the study so that a restarted GUI or
-shell can re-attach to them (``attach``) or cancel them (``cancel``).
+All of them run the same ``worker.run_worker`` against the same storage, so
+workers can join and leave at any time. :data:`EXECUTORS` is the registry
+the CLI's ``--executor`` and the Sweep widget list. ``local`` and ``slurm``
+go through submitit; their job ids are stored in the study so that a
+restarted GUI or shell can re-attach to them (``attach``) or cancel them
+(``cancel``). A database password never reaches a job file: workers get the
+URL without it and the password in their environment.
+
+Before SLURM jobs are submitted, the request (GPUs, CPUs, memory) is checked
+against the partition's nodes (``sinfo``); a request no node can meet is
+refused in one sentence naming the flag to change, instead of jobs that fail
+in ``sbatch`` or stay PENDING for ever.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .store import open_storage, open_study
+from .errors import UserError
+from .store import PASSWORD_ENV, open_storage, open_study, without_password
 from .sweep import SweepSpec
 from .worker import run_worker
 
@@ -31,30 +44,170 @@ class InlineJob:
         return True
 
 
-def _executor(kind: str, folder: Path, options: dict[str, Any]):
+@dataclass(frozen=True)
+class Executor:
+    """A place to run workers: a title for the GUI and a submitit builder."""
+
+    name: str
+    title: str
+    build: Callable[[Path, dict[str, Any]], Any] | None  # None: in this process
+
+
+def _local(folder: Path, options: dict[str, Any]):
     import submitit
 
-    if kind == "local":
-        executor = submitit.LocalExecutor(folder=str(folder))
-        # submitit's LocalExecutor times out after 2 minutes by default
-        executor.update_parameters(timeout_min=int(options.get("time") or 24 * 60))
-        return executor
+    executor = submitit.LocalExecutor(folder=str(folder))
+    # submitit's LocalExecutor times out after 2 minutes by default
+    executor.update_parameters(timeout_min=int(options.get("time") or 24 * 60))
+    return executor
+
+
+def _slurm(folder: Path, options: dict[str, Any]):
+    import submitit
+
+    request = slurm_request(options)
     executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
     params = {
         "name": "napari-peft-sam",
         "timeout_min": int(options.get("time") or 240),
-        "mem_gb": options.get("mem") or 32,
-        "cpus_per_task": options.get("cpus") or 8,
+        "mem_gb": request["mem"],
+        "cpus_per_task": request["cpus"],
         "slurm_array_parallelism": options.get("array_parallelism") or 4,
     }
-    if options.get("gpus"):
-        params["gpus_per_node"] = options["gpus"]
+    if request["gpus"]:
+        params["gpus_per_node"] = request["gpus"]
     if options.get("partition"):
         params["slurm_partition"] = options["partition"]
     if options.get("setup"):
         params["slurm_setup"] = list(options["setup"])
     executor.update_parameters(**params)
     return executor
+
+
+EXECUTORS = {
+    e.name: e
+    for e in (
+        Executor("inline", "here (one process)", None),
+        Executor("local", "local processes", _local),
+        Executor("slurm", "SLURM cluster", _slurm),
+    )
+}
+
+# -- SLURM: what a partition's nodes offer --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Nodes:
+    """The largest node of a partition: CPUs, memory (GB) and GPUs."""
+
+    partition: str
+    cpus: int
+    mem_gb: float
+    gpus: int
+
+
+def _gpus(gres: str) -> int:
+    """GPUs in a GRES string like 'gpu:a100:4(S:0-1),shard:8' -> 4."""
+    total = 0
+    for part in gres.split(","):
+        fields = part.split("(")[0].split(":")
+        if fields[0] == "gpu" and fields[-1].isdigit():
+            total = max(total, int(fields[-1]))
+    return total
+
+
+def partition_nodes(partition: str | None = None) -> Nodes:
+    """What the partition's largest node offers, from ``sinfo``."""
+    try:
+        out = subprocess.run(
+            ["sinfo", "-h", "-o", "%P|%c|%m|%G"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise UserError(
+            f"SLURM's sinfo did not answer ({error}); run the sweep where sbatch "
+            "works (a login node), or use --executor local."
+        ) from None
+    rows = [line.split("|") for line in out.stdout.splitlines() if line.count("|") == 3]
+    if out.returncode or not rows:
+        raise UserError(
+            "SLURM's sinfo lists no partition; run the sweep on a login node of the "
+            "cluster, or use --executor local."
+        )
+    names = {r[0].rstrip("*") for r in rows}
+    if partition is None:
+        default = [r[0].rstrip("*") for r in rows if r[0].endswith("*")]
+        partition = default[0] if default else rows[0][0].rstrip("*")
+    elif partition not in names:
+        raise UserError(
+            f"SLURM has no partition {partition!r}; --partition takes one of "
+            f"{', '.join(sorted(names))}."
+        )
+    mine = [r for r in rows if r[0].rstrip("*") == partition]
+    return Nodes(
+        partition,
+        max(int(r[1].rstrip("+")) for r in mine),
+        max(float(r[2].rstrip("+")) for r in mine) / 1024,
+        max(_gpus(r[3]) for r in mine),
+    )
+
+
+def slurm_request(options: dict[str, Any], nodes: Nodes | None = None) -> dict:
+    """GPUs, CPUs and memory per job that the partition's nodes can meet.
+
+    Unset values take what fits (1 GPU where the partition has GPUs, up to 8
+    CPUs and 32 GB); a given value no node offers is refused in one sentence.
+    """
+    nodes = nodes or partition_nodes(options.get("partition"))
+    where = f"partition {nodes.partition!r}"
+    gpus, cpus, mem = options.get("gpus"), options.get("cpus"), options.get("mem")
+    if gpus is None:
+        gpus = 1 if nodes.gpus else 0
+    elif gpus > nodes.gpus:
+        have = f"{nodes.gpus} GPU(s)" if nodes.gpus else "no GPUs"
+        raise UserError(
+            f"The {where} has {have} per node; pass --gpus {nodes.gpus} (or another "
+            "--partition)."
+        )
+    if cpus is None:
+        cpus = min(8, nodes.cpus)
+    elif cpus > nodes.cpus:
+        raise UserError(
+            f"The {where} has {nodes.cpus} CPUs per node; pass --cpus {nodes.cpus} or fewer."
+        )
+    usable = max(1, int(nodes.mem_gb * 0.95))
+    if mem is None:
+        mem = min(32, usable)
+    elif mem > nodes.mem_gb:
+        raise UserError(
+            f"The {where} has {nodes.mem_gb:.0f} GB per node; pass --mem {usable} or less."
+        )
+    return {"gpus": gpus, "cpus": cpus, "mem": mem}
+
+
+def job_states(job_ids: list[str]) -> dict[str, str]:
+    """SLURM's state and reason per job id, e.g. 'PENDING (Resources)'."""
+    if not job_ids:
+        return {}
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i|%T|%r"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    states = {}
+    for line in out.stdout.splitlines():
+        job, state, reason = (line.split("|") + ["", ""])[:3]
+        states[job] = state if reason in ("", "None") else f"{state} ({reason})"
+    return states
+
+
+# -- launching -------------------------------------------------------------------------
 
 
 def launch(
@@ -67,16 +220,21 @@ def launch(
     options: dict | None = None,
 ) -> list:
     """Start ``workers`` workers of ``kind``; returns their job handles."""
+    if kind not in EXECUTORS:
+        raise UserError(f"Unknown executor {kind!r}; choose {', '.join(EXECUTORS)}.")
     runs = Path(runs).resolve()
-    if kind == "inline":
+    if EXECUTORS[kind].build is None:
         return [InlineJob(run_worker(storage, spec, runs, grace_s))]
     folder = runs / "jobs" / "%j"
-    # create it before the workers start
+    # create the study before the workers start
     study = open_study(open_storage(storage, write=True), spec.name, create=True)
-    executor = _executor(kind, folder, options or {})
+    executor = EXECUTORS[kind].build(folder, options or {})
+    public, password = without_password(storage)
+    if password:  # inherited by local jobs and by sbatch (--export=ALL)
+        os.environ[PASSWORD_ENV] = password
     jobs = executor.map_array(
         run_worker,
-        [storage] * workers,
+        [public] * workers,
         [spec] * workers,
         [str(runs)] * workers,
         [grace_s] * workers,
@@ -89,8 +247,20 @@ def launch(
     return jobs
 
 
-def wait(jobs: list) -> list:
-    """Block until every job ends; a job's failure surfaces here."""
+def wait(jobs: list, report: Callable[[str], None] | None = None) -> list:
+    """Block until every job ends, reporting SLURM states and reasons as they
+    change; a job's failure surfaces here."""
+    import time
+
+    last = None
+    while not all(job.done() for job in jobs):
+        slurm = [j.job_id for j in jobs if type(j).__name__.startswith("Slurm")]
+        states = job_states(slurm)
+        text = ", ".join(f"{k}: {v}" for k, v in sorted(states.items()))
+        if report is not None and text and text != last:
+            report(text)
+            last = text
+        time.sleep(2.0)
     return [job.result() for job in jobs]
 
 

@@ -16,12 +16,25 @@ from typing import IO, Any
 import numpy as np
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it back
+    os.umask(mask)
+    return mask
+
+
+# The process's umask, read once (at import, before threads start): files get
+# the permissions any new file would (a run folder can be shared by a group),
+# not mkstemp's private 0600.
+UMASK = _umask()
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Write ``path`` through ``write(file)`` so readers see old or new, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~UMASK)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

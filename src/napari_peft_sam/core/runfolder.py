@@ -74,6 +74,9 @@ def read_card(run_dir: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"{path} is not valid JSON ({error}).") from None
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
         raise UserError(f"{path} is not a napari-peft-sam run card.")
+    missing = [k for k in ("base_model", "method") if not isinstance(card.get(k), dict)]
+    if missing:
+        raise UserError(f"{path} is damaged: it has no {missing[0]!r}.")
     return card
 
 
@@ -118,23 +121,35 @@ class RunFolder:
         self._handle = None
 
     def __enter__(self) -> RunFolder:
-        self._check()
-        if not self.path.exists():
-            try:
-                self.path.mkdir(parents=True)
-            except OSError as error:
-                raise UserError(
-                    f"Cannot create the run folder {self.path} "
-                    f"({error.strerror or error})."
-                ) from None
-            self.created = True
+        try:
+            if (self.path / CARD).is_file():  # a run's folder: is it training now?
+                self._take()
+            self._check()
+            if not self.path.exists():
+                self._create()
+            if self._handle is None:
+                self._take()
+        except BaseException as error:
+            self.release(error)
+            raise
+        return self
+
+    def _create(self) -> None:
+        try:
+            self.path.mkdir(parents=True)
+        except OSError as error:
+            raise UserError(
+                f"Cannot create the run folder {self.path} ({error.strerror or error})."
+            ) from None
+        self.created = True
+
+    def _take(self) -> None:
         self._handle = _flock(self.path / OWNER_LOCK, blocking=False)
         if self._handle is None:
             raise UserError(
                 f"{self.path} is in use by another training run; wait for it to "
                 "end or choose another --out."
             )
-        return self
 
     def _check(self) -> None:
         path = self.path
@@ -158,6 +173,9 @@ class RunFolder:
             )
 
     def __exit__(self, kind, error, tb) -> None:
+        self.release(error)
+
+    def release(self, error=None) -> None:
         if self._handle is not None:
             self._handle.close()
             self._handle = None

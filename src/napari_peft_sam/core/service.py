@@ -334,15 +334,17 @@ def sweep(
 def _sweep_jobs(spec, storage, runs, executor, workers, options, stop):
     import time
 
-    from .executors import cancel, launch
+    from .executors import cancel, job_states, launch
 
     jobs = launch(spec, storage, runs, executor, workers, options=options)
+    ids = [str(job.job_id) for job in jobs]
     while not all(job.done() for job in jobs):
         if stop is not None and stop.is_set():
             cancel(storage, spec.name)
             return {"cancelled": len(jobs)}
-        yield {"jobs": [str(job.job_id) for job in jobs]}
-        time.sleep(1.0)
+        states = job_states(ids) if executor == "slurm" else {}
+        yield {"jobs": ids, "states": states}
+        time.sleep(2.0)
     return {"ran": len(jobs)}
 
 

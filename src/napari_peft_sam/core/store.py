@@ -16,6 +16,7 @@ password of a database URL reaches a message, a card or a table
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -46,6 +47,37 @@ def redact_text(text: str, location: str) -> str:
     return text.replace(location, redact(location)).replace(
         credentials.split(":", 1)[1], "***"
     )
+
+
+PASSWORD_ENV = "NAPARI_PEFT_SAM_DB_PASSWORD"
+
+
+def without_password(location: str) -> tuple[str, str | None]:
+    """``location`` without its password, and the password (None if it has none).
+
+    Sweep workers get the first; the password travels in their environment
+    (:data:`PASSWORD_ENV`), never in a job file.
+    """
+    if "://" not in location or "@" not in location:
+        return location, None
+    scheme, rest = location.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user, sep, password = credentials.partition(":")
+    if not sep:
+        return location, None
+    return f"{scheme}://{user}@{host}", password
+
+
+def _with_password(location: str) -> str:
+    """Put the password from the environment back into a URL that lacks one."""
+    password = os.environ.get(PASSWORD_ENV)
+    if not password or "@" not in location:
+        return location
+    scheme, rest = location.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    if ":" in credentials:
+        return location
+    return f"{scheme}://{credentials}:{password}@{host}"
 
 
 def is_url(location: str | Path) -> bool:
@@ -127,6 +159,7 @@ def open_storage(location: str | Path, write: bool = False):
 def _database(location: str):
     from optuna.storages import RDBStorage
 
+    location = _with_password(location)
     for attempt in range(5):  # workers starting together race to create the schema
         try:
             return RDBStorage(location, engine_kwargs={"pool_pre_ping": True})

@@ -65,10 +65,21 @@ class SweepSpec:
     def load(cls, path: str | Path) -> SweepSpec:
         import yaml
 
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"Sweep spec {path} does not exist or is not a file.")
         try:
-            return cls.from_dict(yaml.safe_load(Path(path).read_text()))
-        except FileNotFoundError:
-            raise UserError(f"Sweep spec {path} does not exist.") from None
+            values = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            where = getattr(error, "problem_mark", None)
+            line = f" (line {where.line + 1})" if where is not None else ""
+            raise UserError(f"Sweep spec {path} is not valid YAML{line}.") from None
+        if not isinstance(values, dict):
+            raise UserError(
+                f"Sweep spec {path} must be a mapping (name:, dataset:, model:, "
+                f"method:, grid:), not a {type(values).__name__}."
+            )
+        return cls.from_dict(values)
 
     def points(self) -> list[dict[str, Any]]:
         """Every grid point (times every seed), in a stable order, once each.
@@ -147,4 +158,19 @@ class SweepSpec:
                         f"Sweep grid {name!r} needs a non-empty list of values."
                     )
         for point in self.points():
-            self.run_config(point)
+            _check_names(self.run_config(point))
+
+
+def _check_names(config) -> None:
+    """Refuse an unknown dataset or base model before a worker starts."""
+    from .benchmarks import BENCHMARKS
+    from .models import architecture_of
+    from .sources import SAMPLE_DOMAINS
+
+    name = config.data.dataset
+    if name is not None and name not in (*SAMPLE_DOMAINS, *BENCHMARKS):
+        known = ", ".join([*SAMPLE_DOMAINS, *BENCHMARKS])
+        raise ConfigError(
+            f"Unknown dataset {name!r} in the sweep; choose one of {known}."
+        )
+    architecture_of(config.model.name)

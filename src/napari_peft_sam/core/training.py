@@ -359,6 +359,7 @@ def _write_card(trainer: Trainer, status: str, **extra) -> None:
         trainer.config.method,
         trainer.model,
         run_config=trainer.config.to_dict(),
+        command=trainer.config.command(trainer.run_dir),
         status=status,
         steps=trainer.step,
         data={
@@ -484,7 +485,7 @@ def _restore(trainer: Trainer, run_dir: Path) -> None:
         trainer.unetr.load_state_dict(state, strict=False)
     try:
         trainer.load_state_dict(torch.load(run_dir / STATE, weights_only=True))
-    except (RuntimeError, KeyError, ValueError, EOFError) as error:
+    except Exception as error:  # truncated, not a checkpoint, or from another run
         raise UserError(
             f"{run_dir / STATE} cannot be read ({type(error).__name__}); start a new "
             "run, or resume from a copy of the folder with an intact state.pt."

@@ -26,7 +26,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
 from .events import run_to_end
 from .records import point_key
 from .store import open_storage, open_study
@@ -238,7 +237,7 @@ def run_worker(
     spec: SweepSpec,
     runs_root: str | Path,
     grace_s: float = 600.0,
-    runner: PointRunner = run_point,
+    runner: PointRunner | None = None,
     max_points: int | None = None,
     stop=None,
     on_event=None,
@@ -252,6 +251,9 @@ def run_worker(
     import optuna
     from optuna.trial import TrialState as S
 
+    runner = runner or run_point
+    if stop is None:
+        stop = _stop_on_sigterm()
     backend = open_storage(storage, write=True)
     study = open_study(backend, spec.name, create=True)
     study.set_user_attr("spec", {**spec.__dict__})
@@ -287,6 +289,28 @@ def run_worker(
     return ran
 
 
+def _stop_on_sigterm():
+    """A stop flag that SIGTERM sets (SLURM's time limit, ``scancel``): the
+    running point saves its checkpoint and is queued again, not failed."""
+    import signal
+
+    from .events import StopToken
+
+    stop = StopToken()
+    if threading.current_thread() is not threading.main_thread():
+        return stop
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handle(signum, frame):
+        stop.reason = "SIGTERM"
+        stop.stop()
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, handle)
+    return stop
+
+
 def _observed(runner: PointRunner, stop, on_event) -> PointRunner:
     """``runner`` with the stop flag and the event callback of one worker."""
 
@@ -303,37 +327,16 @@ def run_search(
     spec: SweepSpec,
     n_trials: int,
     runs_root: str | Path,
-    runner: PointRunner = run_point,
+    runner: PointRunner | None = None,
     seed: int = 0,
+    **options: Any,
 ) -> Any:
     """A model-based search (TPE) with successive-halving pruning.
 
-    Trials report the negative validation box loss at every validation step;
-    unpromising ones stop early. Returns the study (its trials hold the rows).
+    See :func:`napari_peft_sam.core.search.run_search` (``signal``,
+    ``max_iterations``, ``name``, ``reduction_factor`` are passed on). Returns
+    the study (its trials hold the rows).
     """
-    import optuna
+    from .search import run_search as search
 
-    space = "-".join(f"{n}{len(spec.choices(n))}" for n in spec.param_names())
-    study = open_study(
-        open_storage(storage, write=True),
-        f"{spec.name}-search-{space}",
-        create=True,
-        sampler=optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=max(2, n_trials // 4)
-        ),
-        pruner=optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=1, reduction_factor=2
-        ),
-    )
-
-    def objective(trial):
-        def report(value, step):
-            trial.report(value, step)
-            trial.set_user_attr("iterations", step)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at step {step}")
-
-        return _execute(study, trial, spec, Path(runs_root), runner, report)
-
-    study.optimize(objective, n_trials=n_trials, catch=(RuntimeError, UserError))
-    return study
+    return search(storage, spec, n_trials, runs_root, runner, seed, **options)
