@@ -29,8 +29,14 @@ class Job(QObject):
         self.finished = False
         self.result: Any = None
         self.error: str | None = None
+        self.arrived = threading.Event()  # set by the reader before it signals
         self.done.connect(self._on_done)
         self.failed.connect(self._on_failed)
+
+    def wait(self, timeout: float) -> bool:
+        """Block until the reply has arrived (its signal is then queued), at most
+        ``timeout`` seconds; returns whether it arrived."""
+        return self.arrived.wait(timeout)
 
     def stop(self) -> None:
         """Ask the job to finish after its current step (training saves first)."""
@@ -195,6 +201,7 @@ class ServiceClient(QObject):
                 continue
             with self._lock:
                 self._jobs.pop(number, None)
+            job.arrived.set()
             if kind == "done":
                 job.done.emit(payload)
             else:

@@ -31,23 +31,11 @@ POINTS, BOXES = "prompts", "box prompts"
 MASK, BASE_MASK, COMMITTED = "mask (model)", "mask (base model)", "committed objects"
 
 
+# Qt paints at low priority: a reply that arrives before the Qt thread goes
+# back to its event loop is handled before the pending redraw, so the point
+# just placed and its mask appear in one canvas redraw instead of two. A slow
+# reply (the first click embeds the image) is not waited for.
 CLICK_WAIT_S = 0.15  # a click: ms on the demo model, ~0.1 s for vit_b on a CPU
-
-
-def _await_reply(job) -> None:
-    """Hold the Qt thread until ``job``'s reply is posted, at most CLICK_WAIT_S.
-
-    Qt paints at low priority: a reply posted before the thread returns to its
-    event loop is handled before the pending redraw, so the point just placed
-    and its mask appear in one canvas redraw instead of two. A slow reply
-    (the first click embeds the image) is not waited for.
-    """
-    import threading
-
-    arrived = threading.Event()
-    for signal in (job.done, job.failed):
-        signal.connect(lambda *_: arrived.set(), Qt.ConnectionType.DirectConnection)
-    arrived.wait(CLICK_WAIT_S)
 
 
 def model_request(choice: str, device: str = "auto") -> dict[str, Any]:
@@ -324,7 +312,7 @@ class PromptWidget(QWidget):
             on_done=done,
             on_failed=failed,
         )
-        _await_reply(job)
+        job.wait(CLICK_WAIT_S)
 
     def _next(self, layer_name: str, model: str) -> None:
         self._busy[layer_name] = False

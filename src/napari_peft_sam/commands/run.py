@@ -299,6 +299,13 @@ class EvaluateCommand(Command):
             "that are evaluated)",
         )
         parser.add_argument("--device", default="auto")
+        parser.add_argument(
+            "--precision",
+            choices=["float32", "bfloat16", "auto"],
+            default="float32",
+            help="float32 keeps numbers comparable across machines; auto takes the "
+            "machine's faster one (bf16 where the CPU has it; metrics move < 0.01)",
+        )
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     def run(self, args):
@@ -328,6 +335,7 @@ class EvaluateCommand(Command):
             device=args.device,
             n_iterations=args.iterations,
             tune_on=tune_on,
+            precision=args.precision,
         )
         result = run_to_end(events, printer.show)
         printer.close()

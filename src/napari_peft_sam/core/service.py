@@ -191,7 +191,7 @@ def train(
 
 def _segmenter(model: dict[str, Any]):
     """A cached Segmenter (and AIS decoder) for a base model or a run folder."""
-    from .device import resolve_device
+    from .device import autocast_for, resolve_device
     from .inference import Segmenter
 
     key = repr(sorted(model.items()))
@@ -204,15 +204,20 @@ def _segmenter(model: dict[str, Any]):
         from .checkpoints import load_run
         from .decoder import load_adapter_decoder
 
-        sam, _ = load_run(model["run"], model.get("tag", "best"))
+        sam, card = load_run(model["run"], model.get("tag", "best"))
         decoder = load_adapter_decoder(
             model["run"], sam, model.get("tag", "best"), device
         )
+        name = card["base_model"]["name"]
     else:
         from .models import load_base_model
 
         sam, _ = load_base_model(model["name"], model.get("checkpoint"))
-    _State.segmenters[key] = (Segmenter(sam, device), decoder)
+        name = model["name"]
+    # clicks take the machine's faster precision (bf16 where the CPU has it)
+    size = sam.image_encoder.img_size
+    autocast = autocast_for(device, name, "auto", "infer", size)
+    _State.segmenters[key] = (Segmenter(sam, device, autocast=autocast), decoder)
     while len(_State.segmenters) > 4:  # a base model, runs being compared
         _State.segmenters.popitem(last=False)
     return _State.segmenters[key]
