@@ -112,60 +112,80 @@ def _viridis(t: float) -> QColor:
 
 
 class Heatmap(QWidget):
-    """A metric over two hyperparameters; the best cell is outlined."""
+    """Renders a ``core.heatmap.HeatmapData``: cell means, ≈ on cells that tie
+    with the best, the best outlined, the legend and left-out lines below."""
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
+        self.data = None
         self.x_values: list = []
         self.y_values: list = []
-        self.cells: dict[tuple, float] = {}
-        self.title = ""
-        self.xlabel = self.ylabel = ""
-        self.setMinimumHeight(180)
+        self.cells: dict = {}
+        self.notes: list[str] = []
+        self.message = "no finished runs to show"
+        self.setMinimumHeight(200)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
 
-    def set_data(self, x_values, y_values, cells, title, xlabel, ylabel) -> None:
-        self.x_values, self.y_values, self.cells = (
-            list(x_values),
-            list(y_values),
-            dict(cells),
-        )
-        self.title, self.xlabel, self.ylabel = title, xlabel, ylabel
+    def set_heatmap(self, data, message: str | None = None) -> None:
+        """Show ``data`` (None: only ``message``)."""
+        self.data = data
+        self.x_values = list(data.x_values) if data else []
+        self.y_values = list(data.y_values) if data else []
+        self.cells = dict(data.cells) if data else {}
+        self.notes = [data.legend, *data.left_out] if data else []
+        self.message = message or "no finished runs to show"
+        self.setToolTip("\n".join(self.notes))
         self.update()
 
     def paintEvent(self, _event) -> None:
         painter = QPainter(self)
         painter.setPen(TEXT)
-        left, top, bottom = 70, 20, 34
+        line = painter.fontMetrics().height()
+        left, top = 70, 20
+        bottom = 34 + line * len(self.notes)
         area = QRectF(left, top, self.width() - left - 10, self.height() - top - bottom)
-        painter.drawText(QRectF(0, 0, self.width(), top), Qt.AlignCenter, self.title)
+        title = self.data.title if self.data else ""
+        painter.drawText(QRectF(0, 0, self.width(), top), Qt.AlignCenter, title)
         if not self.cells:
-            painter.drawText(area, Qt.AlignCenter, "no finished runs to show")
+            painter.drawText(area, Qt.AlignCenter | Qt.TextWordWrap, self.message)
             return
+        self._paint_cells(painter, area)
+        self._paint_axes(painter, area)
+        for k, note in enumerate(self.notes):
+            rect = QRectF(4, area.bottom() + 32 + k * line, self.width() - 8, line)
+            painter.drawText(rect, Qt.AlignLeft | Qt.AlignVCenter, note)
+
+    def _rect(self, area: QRectF, i: int, j: int) -> QRectF:
         nx, ny = len(self.x_values), len(self.y_values)
         w, h = area.width() / nx, area.height() / ny
-        values = [v for v in self.cells.values() if v is not None]
-        lo, hi = (min(values), max(values)) if values else (0, 1)
-        best = max(
-            self.cells, key=lambda k: -1e9 if self.cells[k] is None else self.cells[k]
-        )
+        return QRectF(area.left() + i * w, area.top() + (ny - 1 - j) * h, w, h)
+
+    def _paint_cells(self, painter: QPainter, area: QRectF) -> None:
+        means = [c.mean for c in self.cells.values()]
+        lo, hi = min(means), max(means)
         for i, x in enumerate(self.x_values):
             for j, y in enumerate(self.y_values):
-                rect = QRectF(area.left() + i * w, area.top() + (ny - 1 - j) * h, w, h)
-                value = self.cells.get((x, y))
-                if value is None:
+                rect, cell = self._rect(area, i, j), self.cells.get((x, y))
+                if cell is None:
                     painter.fillRect(rect, QColor("#30343c"))
                     painter.setPen(TEXT)
                     painter.drawText(rect, Qt.AlignCenter, "–")
                     continue
-                t = (value - lo) / (hi - lo) if hi > lo else 0.5
+                t = (cell.mean - lo) / (hi - lo) if hi > lo else 0.5
                 painter.fillRect(rect, _viridis(t))
                 painter.setPen(QColor("black") if t > 0.6 else QColor("white"))
-                painter.drawText(rect, Qt.AlignCenter, f"{value:.3f}")
-                if (x, y) == best:
+                text = f"{cell.mean:.3f}" + (" ≈" if cell.mark == "tie" else "")
+                if cell.n > 1:
+                    text += f"\nn={cell.n}"
+                painter.drawText(rect, Qt.AlignCenter, text)
+                if cell.mark == "best":
                     painter.setPen(QPen(QColor("#ff4040"), 2.5))
                     painter.drawRect(rect.adjusted(1, 1, -1, -1))
+
+    def _paint_axes(self, painter: QPainter, area: QRectF) -> None:
         painter.setPen(TEXT)
+        ny, w = len(self.y_values), area.width() / len(self.x_values)
+        h = area.height() / ny
         for i, x in enumerate(self.x_values):
             painter.drawText(
                 QRectF(area.left() + i * w, area.bottom() + 2, w, 14),
@@ -173,12 +193,12 @@ class Heatmap(QWidget):
                 _fmt_value(x),
             )
         for j, y in enumerate(self.y_values):
-            rect = QRectF(0, area.top() + (ny - 1 - j) * h, left - 6, h)
+            rect = QRectF(0, area.top() + (ny - 1 - j) * h, area.left() - 6, h)
             painter.drawText(rect, Qt.AlignRight | Qt.AlignVCenter, _fmt_value(y))
         painter.drawText(
             QRectF(area.left(), area.bottom() + 16, area.width(), 14),
             Qt.AlignCenter,
-            self.xlabel,
+            self.data.x,
         )
         painter.save()
         painter.translate(10, area.center().y())
@@ -186,7 +206,7 @@ class Heatmap(QWidget):
         painter.drawText(
             QRectF(-area.height() / 2, -8, area.height(), 16),
             Qt.AlignCenter,
-            self.ylabel,
+            self.data.y,
         )
         painter.restore()
 
