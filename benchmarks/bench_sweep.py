@@ -39,16 +39,19 @@ from pathlib import Path
 
 from napari_peft_sam.core import catalog, stats
 from napari_peft_sam.core.presets import PRESETS
-from napari_peft_sam.core.records import RunRecord, point_key
-from napari_peft_sam.core.search import (
-    best_point,
-    iterations_used,
-    run_point_reporting,
-    run_search,
-)
+from napari_peft_sam.core.records import point_key
+from napari_peft_sam.core.search import run_point_reporting
 from napari_peft_sam.core.store import rows
 from napari_peft_sam.core.sweep import SweepSpec
 from napari_peft_sam.core.worker import run_worker
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sweep_replay import (  # noqa: E402  (beside this script)
+    VARIANTS,
+    one_search,
+    one_seed_grid,
+    search_block,
+)
 
 METRIC = catalog.PRIMARY
 SIGNALS = ("msa", "val_loss")
@@ -150,106 +153,6 @@ def _point_means(runs, signal, step):
     ]
 
 
-# -- searches replayed on the grid's runs ---------------------------------------------
-
-
-def replay_runner(table: list[dict], signal: str):
-    """A runner that gives a search trial the grid's run of the same point and seed."""
-    by_key = {point_key(r["params"]): r for r in table}
-
-    def run(spec, point, run_dir, report=None, stop=None, on_event=None):
-        row = by_key[point_key(point)]
-        for step, value in sorted(row["signals"][signal].items()):
-            if report is not None:
-                report(value, step)
-        return RunRecord(
-            run_dir=row["run_dir"],
-            dataset=row["dataset"],
-            model=row["model"],
-            method=row["method"],
-            params=dict(point),
-            settings=row["settings"],
-            metrics=row["metrics"],
-            iterations=row["iterations"],
-        )
-
-    return run
-
-
-def one_search(spec, table, grid, signal, seed, budget, workdir, runner=None):
-    """One search (replayed unless ``runner`` is None and ``workdir`` is fresh)."""
-    tag = f"{signal}-{budget}"
-    study = run_search(
-        str(workdir / f"search-{tag}.journal"),
-        spec,
-        n_trials=10**6,
-        runs_root=workdir / "search",
-        runner=runner or replay_runner(table, signal),
-        seed=seed,
-        signal=signal,
-        max_iterations=budget,
-        name=f"bench-search-{tag}-s{seed}",
-    )
-    point, value, visits = best_point(study)
-    mean = grid["means"].get(point_key(point)) if point else None
-    trained = [t for t in study.trials if not t.user_attrs.get("duplicate")]
-    return {
-        "seed": seed,
-        "iterations": iterations_used(study),
-        "trained_trials": len(trained),
-        "pruned": sum(t.state.name == "PRUNED" for t in trained),
-        "point": point,
-        "search_value": value,
-        "visits": visits,
-        "grid_mean": mean,
-        "hit": _hit(mean, grid),
-    }
-
-
-def search_block(spec, table, grid, signal, fraction, seeds, extra, workdir) -> dict:
-    """``seeds`` searches shown one by one, plus ``extra`` more for a hit rate."""
-    budget = int(fraction * grid["iterations"])
-    runs = [
-        one_search(spec, table, grid, signal, s, budget, workdir)
-        for s in range(seeds + extra)
-    ]
-    shown = runs[:seeds]
-    return {
-        "budget": fraction,
-        "searches": shown,
-        "mean_iteration_ratio": _mean(s["iterations"] for s in shown)
-        / grid["iterations"],
-        "hits": sum(s["hit"] for s in shown),
-        "hit_rate_all_seeds": _mean(s["hit"] for s in runs),
-        "ratio_all_seeds": _mean(s["iterations"] for s in runs) / grid["iterations"],
-        "search_seeds_all": len(runs),
-    }
-
-
-def _hit(mean, grid) -> bool:
-    return mean is not None and mean >= grid["best_mean"] - grid["best_ci95"]
-
-
-def one_seed_grid(table, grid) -> list[dict]:
-    """The baseline: each single seed of the grid, its best point and whether it hits."""
-    out = []
-    for seed in sorted({r["params"]["seed"] for r in table}):
-        runs = [r for r in table if r["params"]["seed"] == seed]
-        best = max(runs, key=lambda r: r["metrics"][METRIC])
-        point = {k: v for k, v in best["params"].items() if k != "seed"}
-        mean = grid["means"][point_key(point)]
-        out.append(
-            {
-                "seed": seed,
-                "iterations": sum(r["iterations"] for r in runs),
-                "point": point,
-                "grid_mean": mean,
-                "hit": _hit(mean, grid),
-            }
-        )
-    return out
-
-
 def check_replay(spec, table, n, workdir) -> list[dict]:
     """Re-train ``n`` grid runs and compare their values with the recorded ones."""
     out = []
@@ -278,6 +181,7 @@ def main(argv=None) -> dict:
     result = {"grid": grid, "grid_s": time.perf_counter() - started}
     result["rank_correlation"] = rank_correlations(table)
     result["one_seed_grid"] = one_seed_grid(table, grid)
+    n_all = args.search_seeds + args.extra_search_seeds
     for signal in SIGNALS:
         result[f"search_{signal}"] = search_block(
             spec,
@@ -302,6 +206,17 @@ def main(argv=None) -> dict:
             )["hit_rate_all_seeds"]
             for fraction in args.budgets
         }
+    result["variants"] = {
+        f"{how} {signal}": {
+            k: v
+            for k, v in search_block(
+                spec, table, grid, signal, args.budget, 0, n_all, workdir, how
+            ).items()
+            if k in ("hit_rate_all_seeds", "ratio_all_seeds")
+        }
+        for how in (VARIANTS if args.variants else ())
+        for signal in SIGNALS
+    }
     if args.check:
         result["replay_check"] = check_replay(spec, table, args.check, workdir)
     if args.train_search:
@@ -311,7 +226,6 @@ def main(argv=None) -> dict:
         result["real_search"] = real | {"seconds": time.perf_counter() - started}
     _print(result)
     if args.save:
-        sys.path.insert(0, str(Path(__file__).parent))
         from machine import save, summary
 
         result["machine"] = summary()
@@ -332,6 +246,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--extra-search-seeds", type=int, default=20, help="for hit rates")
     add("--budget", type=float, default=0.5, help="of the grid's iterations")
     add("--budgets", type=_fractions, default=[0.2, 0.35, 0.5], help="hit-rate curve")
+    add("--variants", action="store_true", help="other samplers and pruners too")
     add("--check", type=int, default=0, help="re-train N grid runs, compare")
     add("--train-search", action="store_true", help="one real (not replayed) search")
     add("--save", action="store_true", help="write results/sweep_demo_<machine>.json")
@@ -340,11 +255,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _fractions(text: str) -> list[float]:
     return [float(x) for x in text.split(",")]
-
-
-def _mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values) if values else float("nan")
 
 
 def _print(result: dict) -> None:
@@ -373,6 +283,12 @@ def _print(result: dict) -> None:
             f"search {signal}: hit rate {block['hit_rate_all_seeds']:.2f} over "
             f"{block['search_seeds_all']} seeds at {block['ratio_all_seeds']:.0%} of the "
             f"grid; by budget {result[f'hit_rate_by_budget_{signal}']}",
+            file=sys.stderr,
+        )
+    for key, value in result["variants"].items():
+        print(
+            f"variant {key}: hit rate {value['hit_rate_all_seeds']:.2f} at "
+            f"{value['ratio_all_seeds']:.0%} of the grid",
             file=sys.stderr,
         )
     for s in result["one_seed_grid"]:

@@ -143,11 +143,15 @@ def run_search(
     max_iterations: int | None = None,
     name: str | None = None,
     reduction_factor: int = 2,
+    sampler=None,
+    pruner=None,
 ):
     """A TPE search with successive halving over ``spec``'s grid values.
 
     ``n_trials`` counts trained trials (a point asked for again after
-    ``repeats`` visits is answered from memory and costs nothing). Returns the Optuna study (its trials hold the rows). ``runner`` replaces
+    ``repeats`` visits is answered from memory and costs nothing).
+    ``sampler`` and ``pruner`` replace TPE and successive halving (other
+    Optuna samplers and pruners, for comparisons). Returns the Optuna study (its trials hold the rows). ``runner`` replaces
     the training (tests, replays); it receives ``report(value, step)``.
     """
     import optuna
@@ -167,10 +171,12 @@ def run_search(
         open_storage(storage, write=True),
         name,
         create=True,
-        sampler=optuna.samplers.TPESampler(
+        sampler=sampler
+        or optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=max(2, min(n_trials // 4, 8))
         ),
-        pruner=optuna.pruners.SuccessiveHalvingPruner(
+        pruner=pruner
+        or optuna.pruners.SuccessiveHalvingPruner(
             min_resource=rung_interval(spec, signal),
             reduction_factor=reduction_factor,
         ),

@@ -7,9 +7,10 @@ metric: the mean over seeds and the half-width of its 95 % confidence interval
 (Student t with n - 1 degrees of freedom). A point is *indistinguishable* from
 the best one (the highest mean among points with at least two seeds) when a
 paired t-test over the seeds both ran (same seed = same data order, prompts and
-initialisation) does not reject equal means, two-sided at alpha = 0.05. There
-is no correction for testing several points against the best: the mark errs on
-the side of "cannot tell apart".
+initialisation) does not reject equal means, two-sided at alpha = 0.05. Each
+point is tested against the best on its own, with no correction for the number
+of points, and the best is itself picked from the data: with many points, some
+are marked distinguishable by chance. Read the marks as a guide, not a proof.
 
 Torch-free and scipy-free (the Student t distribution for whole degrees of
 freedom has a closed form), so the Results panel can use it without delay.
