@@ -99,7 +99,7 @@ def test_train_from_layers_adds_a_results_row(docked, qtbot, tmp_path, monkeypat
     for button in (results.run_button, train.export_button):
         qtbot.mouseClick(button, Qt.LeftButton)
         dialog = next(w for w in _dialogs() if w.isVisible())
-        qtbot.mouseClick(dialog.buttons["micro-sam"], Qt.LeftButton)
+        qtbot.mouseClick(dialog.buttons["merged"], Qt.LeftButton)
         qtbot.mouseClick(dialog.export_button, Qt.LeftButton)
         wait_until(qtbot, lambda d=dialog: d.result is not None, 120)
     assert (tmp_path / "from-results.pt").is_file()
@@ -124,7 +124,7 @@ def test_stop_mid_run_leaves_a_checkpoint(docked, qtbot):
     qtbot.mouseClick(train.stop_button, Qt.LeftButton)
     wait_until(qtbot, lambda: train.last_result is not None, 120)
     result = train.last_result
-    assert result["stopped"] and 3 <= result["steps"] < 5000
+    assert result["status"] == "stopped" and 3 <= result["iterations"] < 5000
     run_dir = Path(result["run_dir"])
     assert (run_dir / "adapter_latest.pt").exists()
     from napari_peft_sam.core.checkpoints import load_run
@@ -244,3 +244,43 @@ def test_event_loop_stays_responsive_while_training(docked, qtbot):
     print(f"event loop: {len(ticks)} ticks, max gap {gaps.max() * 1000:.1f} ms")
     assert len(ticks) > 50 and gaps.max() < 0.1
     wait_until(qtbot, lambda: not train.running, 240)
+
+
+def test_train_widget_sends_what_the_cli_would(docked, tmp_path):
+    from napari_peft_sam.cli import build_parser
+    from napari_peft_sam.commands.run import run_config
+    from napari_peft_sam.core.recipes import resolve
+
+    viewer, widgets = docked
+    use_sample(viewer, widgets)
+    widgets["Model and method"].model.setCurrentText("demo")
+    form = widgets["Train"].form
+    form.editors["lr"].setValue(5e-4)
+    form.editors["iterations"].setValue(40)
+    form.editors["n_objects"].setValue(4)
+    request = widgets["Train"].run_request()
+    assert request.config["train"] == {"iterations": 40, "lr": 5e-4, "n_objects": 4}
+    gui, gui_sources = resolve(request.config["train"], request.config["model"]["name"])
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--dataset",
+            "nuclei",
+            "--model",
+            "demo",
+            "--method",
+            "lora",
+            "--lr",
+            "5e-4",
+            "--iterations",
+            "40",
+            "--n-objects",
+            "4",
+            "--out",
+            str(tmp_path / "x"),
+        ]  # fmt: skip
+    )
+    cli = run_config(args)
+    assert gui.to_dict() == cli.train.to_dict()  # field by field
+    assert gui_sources == cli.train_sources
+    assert request.config["method"] == cli.method.to_dict()

@@ -11,6 +11,7 @@ from multiprocessing.connection import Listener
 import numpy as np
 import pytest
 
+from napari_peft_sam.core import requests as r
 from napari_peft_sam.core.sources import sample_dataset
 
 
@@ -35,9 +36,9 @@ class Service:
         listener.close()
         self.n = 0
 
-    def send(self, op: str, **kwargs) -> int:
+    def send(self, request) -> int:
         self.n += 1
-        self.conn.send((self.n, op, kwargs))
+        self.conn.send((self.n, request))
         return self.n
 
     def collect(self, job: int, on_event=None):
@@ -52,8 +53,8 @@ class Service:
                 continue
             return kind, payload, events
 
-    def call(self, op: str, **kwargs):
-        return self.collect(self.send(op, **kwargs))
+    def call(self, request):
+        return self.collect(self.send(request))
 
     def close(self) -> None:
         self.conn.close()
@@ -68,19 +69,15 @@ def service():
 
 
 def test_catalog_and_shape_only_counts(service):
-    kind, catalog, _ = service.call("catalog")
+    kind, catalog, _ = service.call(r.Catalog())
     assert kind == "done"
     assert {"lora", "fact", "adaptformer"} <= {m["method"] for m in catalog["methods"]}
     assert {"demo", "tiny", "vit_b"} <= set(catalog["models"])
     assert "demo" in catalog["presets"]
     lora = {"method": "lora", "rank": 32}
-    kind, counts, _ = service.call(
-        "describe_model", model="vit_b", method=lora, train={}
-    )
+    kind, counts, _ = service.call(r.DescribeModel("vit_b", lora, {}))
     assert counts["encoder_trainable"] == 1_179_648  # micro-sam's table
-    kind, small, _ = service.call(
-        "describe_model", model="vit_b", method=lora, train={"n_objects": 5}
-    )
+    kind, small, _ = service.call(r.DescribeModel("vit_b", lora, {"n_objects": 5}))
     assert small["memory_mb"] < counts["memory_mb"]
 
 
@@ -90,38 +87,35 @@ def test_user_errors_come_back_as_sentences(service):
         "images": [np.zeros((64, 64))],
         "labels": [np.ones((32, 32), np.int32)],
     }
-    kind, (message, user), _ = service.call("inspect_data", source=bad)
+    kind, (message, user), _ = service.call(r.InspectData(bad))
     assert kind == "error" and user and "differ in shape" in message
     kind, (message, user), _ = service.call(
-        "describe_model", model="vit_b", method={"method": "lora", "rank": 0}, train={}
+        r.DescribeModel("vit_b", {"method": "lora", "rank": 0}, {})
     )
     assert kind == "error" and user and "rank" in message
-    kind, (message, user), _ = service.call("no_such_op")
-    assert kind == "error" and "no operation" in message
-    kind, summary, _ = service.call(
-        "inspect_data", source={"kind": "named", "name": "nuclei"}
-    )
+    kind, (message, user), _ = service.call(object())
+    assert kind == "error" and "cannot serve" in message
+    kind, summary, _ = service.call(r.InspectData({"kind": "named", "name": "nuclei"}))
     assert kind == "done" and summary["images"] == 12  # the service lives on
 
 
 def test_prompts_on_a_kept_image(service):
     sample = sample_dataset("nuclei")[0]
-    service.call("set_image", key="k", image=sample.image)
+    service.call(r.SetImage("k", sample.image))
     ids, counts = np.unique(sample.labels[sample.labels > 0], return_counts=True)
     ys, xs = np.nonzero(sample.labels == ids[np.argmax(counts)])
     kind, mask, _ = service.call(
-        "segment",
-        model={"name": "demo"},
-        key="k",
-        points=np.array([[xs.mean(), ys.mean()]], np.float32),
-        labels=np.array([1]),
+        r.Segment(
+            {"name": "demo"},
+            "k",
+            points=np.array([[xs.mean(), ys.mean()]], np.float32),
+            labels=np.array([1]),
+        )
     )
     assert kind == "done" and mask.shape == sample.labels.shape and mask.sum() > 20
-    kind, (message, user), _ = service.call(
-        "segment", model={"name": "demo"}, key="gone"
-    )
+    kind, (message, user), _ = service.call(r.Segment({"name": "demo"}, "gone"))
     assert kind == "error" and user
-    kind, result, _ = service.call("automatic", model={"name": "demo"}, key="k")
+    kind, result, _ = service.call(r.Automatic({"name": "demo"}, "k"))
     assert kind == "done" and result["kind"] == "amg"  # the base model has no decoder
     assert result["labels"].shape == sample.labels.shape
     # the filters it used, for the readout when nothing passes them
@@ -138,13 +132,14 @@ def test_stop_ends_training_with_a_checkpoint(service, tmp_path):
         "method": {"method": "lora", "rank": 2},
         "train": {"iterations": 5000, "checkpoint_interval": 5, "val_interval": 1000},
     }
-    job = service.send("train", config=config, run_dir=str(tmp_path / "run"))
+    job = service.send(r.Train(config, str(tmp_path / "run")))
 
     def stop_after_steps(event):
         if getattr(event, "kind", "") == "step" and event.step == 8:
-            service.conn.send((job, "stop", {}))
+            service.conn.send((job, None))
 
     kind, result, events = service.collect(job, stop_after_steps)
-    assert kind == "done" and result["stopped"] and 8 <= result["steps"] < 5000
+    assert kind == "done" and result["status"] == "stopped"
+    assert 8 <= result["iterations"] < 5000
     assert (tmp_path / "run" / "adapter_latest.pt").exists()
     assert any(getattr(e, "kind", "") == "checkpoint" for e in events)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core import requests
+from ..core import catalog, requests
 from ..core.metrics import matched_iou
 from ._session import session_for
 from .data_widget import LayerCombo
@@ -62,6 +63,10 @@ class PromptWidget(QWidget):
         self._dirty: dict[str, bool] = {}
         self.ious: dict[str, float] = {}
         self.latencies: list[float] = []
+        # effort of the committed objects on this image: clicks (points and boxes)
+        # and seconds from an object's first prompt to its commit
+        self.effort: list[dict[str, float]] = []
+        self._clicks, self._first_click = 0, None
 
         self.model = QComboBox()
         self.compare = QCheckBox("compare with")
@@ -263,8 +268,12 @@ class PromptWidget(QWidget):
         return key
 
     def _on_prompts(self, event=None) -> None:
+        action = str(getattr(event, "action", "changed"))
+        if action.endswith("added"):  # a click (point) or a drawn box
+            self._clicks += len(getattr(event, "data_indices", ()) or (0,))
+            self._first_click = self._first_click or time.perf_counter()
         # napari also announces a change ('adding') before it: not for the model
-        if not str(getattr(event, "action", "changed")).endswith("ing"):
+        if not action.endswith("ing"):
             self.update_masks()
 
     def update_masks(self) -> None:
@@ -291,8 +300,6 @@ class PromptWidget(QWidget):
         key = self._image_key()
         if key is None:
             return
-        import time
-
         self._busy[layer_name], self._dirty[layer_name] = True, False
         sent = time.perf_counter()
 
@@ -370,6 +377,11 @@ class PromptWidget(QWidget):
         data = np.asarray(committed.data).copy()
         data[mask] = data.max() + 1
         committed.data = data
+        if mask.any():
+            started = self._first_click or time.perf_counter()
+            seconds = time.perf_counter() - started
+            self.effort.append({"clicks": self._clicks, "seconds": seconds})
+            self._clicks, self._first_click = 0, None
         self.clear()
 
     def clear(self) -> None:
@@ -407,9 +419,43 @@ class PromptWidget(QWidget):
                 f"Segment everything ({result['kind']}): no object passed the "
                 f"filters ({filters})."
             )
-            if result["kind"] == "amg":
+            if result["kind"] == catalog.AMG.automatic:
                 text += (
                     " A run trained with the AIS decoder segments everything "
                     "better; points and boxes still work."
                 )
         self.auto_readout.setText(text)
+
+    # -- the Annotate widget's handles -----------------------------------------------
+
+    def current_plane(self, layer=None) -> np.ndarray | None:
+        """The 2D plane shown of ``layer`` (default: the image being prompted)."""
+        layer = layer or self.image.layer()
+        return None if layer is None else self._plane(layer)
+
+    def committed_labels(self) -> np.ndarray | None:
+        """The committed objects of the current image (None before 'Start')."""
+        layer = self._find(COMMITTED)
+        return None if layer is None else np.asarray(layer.data)
+
+    def new_image(self, layer_name: str, model: str | None = None) -> None:
+        """Prompt on ``layer_name`` from scratch (no objects, no effort yet), with
+        ``model`` (a run folder or base model) if given, its embedding started."""
+        if model is not None and Path(model).is_absolute():
+            self.load_run(model)
+        elif model is not None:
+            self.model.setCurrentText(model)
+        self.image.refresh()
+        self.image.setCurrentText(layer_name)
+        for name in (COMMITTED, MASK, BASE_MASK):
+            if name in self.viewer.layers:  # resized to the new image by start()
+                self.viewer.layers.remove(name)
+        self.clear()
+        for name in (POINTS, BOXES):  # a stale selection breaks the next colour change
+            if name in self.viewer.layers:
+                self.viewer.layers[name].selected_data = set()
+        self.effort, self._clicks, self._first_click = [], 0, None
+        self.start()
+        key = self._image_key()
+        if key is not None:
+            self.session.call(requests.Prepare(model_request(chosen(self.model)), key))

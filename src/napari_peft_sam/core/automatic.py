@@ -12,14 +12,16 @@ import itertools
 
 import numpy as np
 
+from . import catalog
 from . import metrics as m
 
+AIS, AMG = catalog.AIS.automatic, catalog.AMG.automatic
 GRIDS = {
-    "ais": {
+    AIS: {
         "center_distance_threshold": [0.3, 0.5, 0.7],
         "boundary_distance_threshold": [0.3, 0.5, 0.7],
     },
-    "amg": {"pred_iou_thresh": [0.75, 0.88], "stability_score_thresh": [0.85, 0.95]},
+    AMG: {"pred_iou_thresh": [0.75, 0.88], "stability_score_thresh": [0.85, 0.95]},
 }
 
 
@@ -32,7 +34,7 @@ def default_settings(kind: str) -> dict:
         InstanceSegmentationWithDecoder,
     )
 
-    generator = {"ais": InstanceSegmentationWithDecoder, "amg": AutomaticMaskGenerator}
+    generator = {AIS: InstanceSegmentationWithDecoder, AMG: AutomaticMaskGenerator}
     parameters = inspect.signature(generator[kind].generate).parameters
     return {name: parameters[name].default for name in GRIDS[kind]}
 
@@ -45,7 +47,7 @@ def _segmenter(kind: str, segmenter, decoder):
     from segment_anything import SamPredictor
 
     predictor = SamPredictor(segmenter.sam)
-    if kind == "ais":
+    if kind == AIS:
         return InstanceSegmentationWithDecoder(predictor, decoder)
     return AutomaticMaskGenerator(predictor)
 

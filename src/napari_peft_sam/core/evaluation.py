@@ -172,20 +172,20 @@ def evaluate(
             f"Unknown metric {sorted(unknown)[0]!r}; choose from {', '.join(ALL_METRICS)}."
         )
     per_image: dict[str, list[dict]] = {name: [] for name in metrics}
-    missing = {}
-    if "ais" in metrics and decoder is None:
-        missing["ais"] = (
-            "the model has no instance-segmentation decoder (train with --with-decoder)"
-        )
-    settings = {"ais": {}, "amg": {}}
-    for kind in ("ais", "amg"):
+    missing = {
+        m_.name: "the model has no instance-segmentation decoder (train with "
+        "--with-decoder)"
+        for m_ in catalog.METRICS
+        if m_.needs_decoder and m_.name in metrics and decoder is None
+    }
+    automatic = [m_.name for m_ in catalog.METRICS if m_.automatic]
+    settings = {kind: {} for kind in automatic}
+    for kind in automatic:
         if tune_on is not None and kind in metrics and kind not in missing:
             settings[kind], _ = tune(kind, segmenter, tune_on, decoder)
     for k, sample in enumerate(dataset):
-        for start_with_box, first, last in (
-            (False, "single point", "ip"),
-            (True, "single box", "ib"),
-        ):
+        for first, last in ((a.name, b.name) for a, b in catalog.PROMPT_PAIRS):
+            start_with_box = catalog.get(first).prompt == "box"
             if first not in metrics and last not in metrics:
                 continue
             rounds = n_iterations if last in metrics else 1
@@ -202,7 +202,7 @@ def evaluate(
                 per_image[first].append(m.summary(segs[0], sample.labels))
             if last in metrics:
                 per_image[last].append(m.summary(segs[-1], sample.labels))
-        for kind in ("ais", "amg"):
+        for kind in automatic:
             if kind in metrics and kind not in missing:
                 (seg,) = segmentations(
                     kind, segmenter, sample.image, decoder, [settings[kind]]

@@ -256,14 +256,72 @@ def segment(
 @serves(requests.Automatic)
 def automatic(model: dict[str, Any], key: str) -> dict[str, Any]:
     """Every object: ais where the model has a decoder, amg otherwise."""
+    from . import catalog
     from .automatic import default_settings, segmentations
 
     segmenter, decoder = _segmenter(model)
-    kind = "ais" if decoder is not None else "amg"
+    kind = (catalog.AIS if decoder is not None else catalog.AMG).automatic
     image = _image(key)
     segmenter.embed(image, key)
     (labels,) = segmentations(kind, segmenter, image, decoder)
     return {"kind": kind, "labels": labels, "settings": default_settings(kind)}
+
+
+@serves(requests.Prepare)
+def prepare(model: dict[str, Any], key: str) -> list[int]:
+    """Load ``model`` and embed image ``key`` now, so the first click is quick."""
+    segmenter, _ = _segmenter(model)
+    segmenter.embed(_image(key), key)
+    return list(_image(key).shape[:2])
+
+
+# -- the annotate-retrain loop --------------------------------------------------------
+
+
+@serves(requests.AddToSet)
+def add_to_set(
+    home: str, name: str, items: list[dict[str, Any]], held_out_every: int = 4
+) -> dict[str, Any]:
+    """Add annotated images as the set's next version; returns the set's summary."""
+    from .annotations import AnnotationSet, Item
+
+    aset = AnnotationSet.open(home, name, held_out_every=held_out_every)
+    version = aset.add([Item(**item) for item in items])
+    return aset.summary() | {"added": version}
+
+
+@serves(requests.Retrain)
+def retrain(
+    home: str,
+    name: str,
+    run_dir: str,
+    model: dict[str, Any] | None = None,
+    method: dict[str, Any] | None = None,
+    init_from: str | None = None,
+    train: dict[str, Any] | None = None,
+    storage: str | None = None,
+    study: str = "annotate",
+    stop: StopToken | None = None,
+):
+    """Retrain on the set's newest version (``core.retrain.retrain``)."""
+    from dataclasses import asdict
+
+    from .annotations import AnnotationSet
+    from .retrain import retrain as retrain_set
+
+    aset = AnnotationSet.open(home, name, create=False)
+    record = yield from retrain_set(
+        aset,
+        run_dir,
+        model=model,
+        method=method,
+        init_from=init_from,
+        train=train,
+        storage=storage,
+        study=study,
+        stop=stop,
+    )
+    return asdict(record)
 
 
 # -- results and sweeps ---------------------------------------------------------------
