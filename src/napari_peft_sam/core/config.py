@@ -29,6 +29,7 @@ class DataSpec:
     stack: bool = False
     val_fraction: float = 0.2
     split_seed: int = 0
+    annotation: str | None = None  # the annotation set and version, if from one
 
     def describe(self) -> str:
         return self.dataset or f"{self.images} + {self.labels}"

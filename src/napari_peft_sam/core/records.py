@@ -39,6 +39,8 @@ class RunRecord:
     iterations: int | None = None
     status: str = "complete"
     error: str | None = None
+    # a retrain on an annotation set: set, version, round and the round's effort
+    annotation: dict[str, Any] = field(default_factory=dict)
 
     def attrs(self) -> dict[str, Any]:
         """The trial's user attributes (``values``/``point`` key the grid point)."""
@@ -52,6 +54,12 @@ def row_from_attrs(attrs: dict[str, Any], params: dict | None = None) -> dict[st
     """A results-table row from a trial's user attributes."""
     row = {name: attrs.get(name) for name in ROW_FIELDS}
     row["params"] = dict(attrs.get("values") or params or {})
-    for name in ("hyperparameters", "settings", "metrics", "evaluated_on"):
+    for name in (
+        "hyperparameters",
+        "settings",
+        "metrics",
+        "evaluated_on",
+        "annotation",
+    ):
         row[name] = row[name] or {}
     return row

@@ -135,3 +135,44 @@ class Export(Request):
     tag: str = "best"
     overwrite: bool = False
     decoder: bool = True
+
+
+@dataclass
+class Prepare(Request):
+    """Load a model and embed the image ``key`` before the first click."""
+
+    op: ClassVar[str] = "prepare"
+    model: dict[str, Any]
+    key: str
+
+
+@dataclass
+class AddToSet(Request):
+    """Add annotated images to an annotation set (``core.annotations``).
+
+    ``items`` hold ``core.annotations.Item`` fields: ``image``, ``labels``,
+    ``name``, ``complete``, ``effort``, ``model``, ``source``.
+    """
+
+    op: ClassVar[str] = "add_to_set"
+    home: str
+    name: str
+    items: list[dict[str, Any]]
+    held_out_every: int = 4
+
+
+@dataclass
+class Retrain(Request):
+    """Train on an annotation set's newest version, evaluate, record
+    (``core.retrain``): from ``init_from``'s adapter, else from ``model``."""
+
+    op: ClassVar[str] = "retrain"
+    home: str
+    name: str
+    run_dir: str
+    model: dict[str, Any] | None = None
+    method: dict[str, Any] | None = None
+    init_from: str | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    storage: str | None = None
+    study: str = "annotate"

@@ -54,6 +54,7 @@ def run(
     folder=None,
     allow_changes: bool = False,
     evaluate: bool = True,
+    annotation: dict[str, Any] | None = None,
 ) -> Generator[Event, None, RunRecord]:
     """Train ``config`` into ``run_dir``, evaluate it, and record it.
 
@@ -63,7 +64,9 @@ def run(
     trains the decoder). With ``storage`` the record is added to ``study``.
     A stopped run is returned with status ``stopped``, neither evaluated nor
     recorded. ``folder``, ``resume`` and ``allow_changes`` go to
-    ``core.training.train``; ``evaluate=False`` only trains. Yields every training and evaluation event.
+    ``core.training.train``; ``evaluate=False`` only trains. ``annotation``
+    (an annotation set's name, version, round and effort; ``core.retrain``)
+    goes into the record. Yields every training and evaluation event.
     """
     from . import catalog
     from .checkpoints import read_card
@@ -94,6 +97,7 @@ def run(
         peak_memory_mb=result.peak_memory_mb,
         iterations=result.steps,
         trainable_parameters=read_card(run_dir)["trainable_parameters"],
+        annotation=dict(annotation or {}),
     )
     if result.stopped and stop is not None and stop.is_set():
         record.status = "stopped"
