@@ -12,6 +12,7 @@ DOCKS = (
     ("Data", "data_widget:DataWidget", "right"),
     ("Model and method", "model_widget:ModelWidget", "right"),
     ("Train", "train_widget:TrainWidget", "right"),
+    ("Annotate", "annotate_widget:AnnotateWidget", "right"),
     ("Prompt tester", "prompt_widget:PromptWidget", "left"),
     ("Sweep", "sweep_widget:SweepWidget", "left"),
     ("Results", "results_widget:ResultsWidget", "bottom"),

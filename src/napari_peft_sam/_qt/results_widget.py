@@ -32,6 +32,7 @@ from ..core.results import is_seeded, point_rows
 from ..core.stats import INTERVAL, TEST
 from ._plots import Heatmap
 from ._session import session_for
+from .effort_plot import EffortPlot
 
 ALL = "all"
 NOT_AXES = ("dataset", "model", "seed")  # never a heatmap axis
@@ -137,6 +138,7 @@ class ResultsWidget(QWidget):
         layout.addLayout(buttons)
         layout.addLayout(heat)
         layout.addWidget(self.heatmap, 1)
+        layout.addWidget(EffortPlot(napari_viewer), 1)  # annotate-retrain rounds
 
         self.refresh_button.clicked.connect(self.refresh)
         self.csv_button.clicked.connect(lambda: self.export("csv"))

@@ -1,0 +1,399 @@
+"""Annotate: the prompt tester's objects into a set, Retrain, Next image.
+
+The loop: commit objects in the prompt tester, 'Add to set' (an add-only,
+versioned annotation set under the home folder, ``core.annotations``),
+'Retrain' (continues from the prompt tester's model on the grown set with the
+base model's recipe, in its own child process with progress and Stop, like
+the Train widget; ``core.retrain``), 'Next image' (the next file of a folder
+or plane of a stack, opened with the newest model ready). The clicks and
+seconds per committed object go into the set with each image, and into the
+results store with each round's run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari.layers import Labels
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core import requests
+from ..core.annotations import HELD_OUT_EVERY, AnnotationSet, list_sets
+from ..core.errors import UserError
+from ._image_steps import ImageSteps
+from ._service import ServiceClient
+from ._session import notify_failure, session_for
+from .prompt_widget import COMMITTED, NONE, PromptWidget, chosen
+
+NOTE = (
+    "Partly annotated images are fine for training with points and boxes (only "
+    "the annotated objects are prompted); the AIS decoder (with decoder) needs "
+    "every object of an image annotated."
+)
+
+
+class AnnotateWidget(QWidget):
+    """Add to set, Retrain, Next image, and the effort so far."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.process: ServiceClient | None = None
+        self.job = None
+        self.last_result: dict[str, Any] | None = None
+        self.steps = ImageSteps(napari_viewer)
+
+        self.set_name = QComboBox()
+        self.set_name.setEditable(True)
+        self.set_name.addItems(list_sets(self.session.home) or ["my-images"])
+        self.held_out_every = QSpinBox()
+        self.held_out_every.setRange(2, 50)
+        self.held_out_every.setValue(HELD_OUT_EVERY)
+        self.held_out_every.setToolTip(
+            "A new set holds out every k-th image added (for its held-out mSA); "
+            "decided when the image is added, never changed."
+        )
+        self.extra = QComboBox()
+        self.complete = QCheckBox("every object on this image is annotated")
+        self.summary = QLabel()
+        self.add_button = QPushButton("Add to set")
+        self.retrain_button = QPushButton("Retrain")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.folder_button = QPushButton("Image folder…")
+        self.next_button = QPushButton("Next image")
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m steps")
+        self.status = QLabel("Commit objects in the prompt tester, then 'Add to set'.")
+        self.effort = QLabel()
+        note = QLabel(NOTE)
+        for label in (self.summary, self.status, self.effort, note):
+            label.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("annotation set", self.set_name)
+        form.addRow("hold out every", self.held_out_every)
+        form.addRow("also add labels", self.extra)
+        form.addRow("", self.complete)
+        train, step = QHBoxLayout(), QHBoxLayout()
+        for row, buttons in (
+            (train, (self.retrain_button, self.stop_button)),
+            (step, (self.folder_button, self.next_button)),
+        ):
+            for button in buttons:
+                row.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        for part in (self.summary, self.add_button, train, self.progress, self.status):
+            _add(layout, part)
+        for part in (step, self.effort, note):
+            _add(layout, part)
+        layout.addStretch()
+
+        self.add_button.clicked.connect(self.add)
+        self.retrain_button.clicked.connect(self.retrain)
+        self.stop_button.clicked.connect(self.stop)
+        self.folder_button.clicked.connect(lambda: self.choose_folder())
+        self.next_button.clicked.connect(self.next_image)
+        self.set_name.currentTextChanged.connect(lambda *_: self.show_set())
+        for event in (
+            napari_viewer.layers.events.inserted,
+            napari_viewer.layers.events.removed,
+        ):
+            event.connect(self._refresh_layers)
+        self._refresh_layers()
+        self._rounds = ""  # the set's effort per round, read when the set changes
+        self._timer = QTimer(self)  # the prompt tester commits without telling us
+        self._timer.timeout.connect(self.show_effort)
+        self._timer.start(500)
+        self.show_set()
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def prompter(self, dock: bool = True) -> PromptWidget | None:
+        """The prompt tester docked in this viewer (docked now if it is not)."""
+        for _ in range(2):
+            for widget in self.viewer.window.dock_widgets.values():
+                if isinstance(widget, PromptWidget):
+                    return widget
+            if not dock:
+                return None
+            self.session.dock("Prompt tester")
+        raise RuntimeError("the prompt tester could not be docked")
+
+    def aset(self, create: bool = False) -> AnnotationSet | None:
+        name = self.set_name.currentText().strip()
+        try:
+            return AnnotationSet.open(
+                self.session.home, name, create, self.held_out_every.value()
+            )
+        except UserError:
+            return None
+
+    def _refresh_layers(self, *_) -> None:
+        current = self.extra.currentText()
+        ours = {COMMITTED, "mask (model)", "mask (base model)"}
+        names = [
+            layer.name
+            for layer in self.viewer.layers
+            if isinstance(layer, Labels) and layer.name not in ours
+        ]
+        self.extra.clear()
+        self.extra.addItems([NONE, *names])
+        self.extra.setCurrentText(current if current in names else NONE)
+
+    def show_set(self) -> None:
+        aset = self.aset()
+        self.held_out_every.setEnabled(aset is None)  # fixed once the set exists
+        self._rounds = ""
+        if aset is None:
+            self.summary.setText("A new set: 'Add to set' creates it.")
+            return
+        s = aset.summary()
+        self.held_out_every.setValue(s["held_out_every"])
+        self.summary.setText(
+            f"<b>{s['name']}</b> v{s['version']:04d}: {s['images']} images "
+            f"({s['held_out']} held out, every {s['held_out_every']}th), "
+            f"{s['objects']} objects, {s['round']} retrains."
+        )
+        self._rounds = "".join(
+            f"<br>round {e['round']}: {e['clicks_per_object']:.1f} clicks, "
+            f"{e['seconds_per_object'] or 0:.1f} s per object ({e['objects']} objects)"
+            for e in aset.effort()
+            if e["objects"]
+        )
+        self.show_effort()
+
+    def show_effort(self) -> None:
+        prompt = self.prompter(dock=False)
+        effort = prompt.effort if prompt is not None else []
+        text = "This image: no object committed yet."
+        if effort:
+            clicks = np.mean([e["clicks"] for e in effort])
+            seconds = np.mean([e["seconds"] for e in effort])
+            text = (
+                f"This image: {len(effort)} objects, {clicks:.1f} clicks and "
+                f"{seconds:.1f} s per object."
+            )
+        self.effort.setText(text + self._rounds)
+
+    # -- add -------------------------------------------------------------------------
+
+    def item(self) -> dict[str, Any]:
+        """The current image, its committed objects (over any chosen labels) and effort."""
+        prompt = self.prompter()
+        plane, labels = prompt.current_plane(), prompt.committed_labels()
+        if plane is None or labels is None:
+            raise UserError("Start prompting on an image and commit objects first.")
+        labels = labels.astype(np.int32)
+        if self.extra.currentText() != NONE:
+            extra = prompt.current_plane(self.viewer.layers[self.extra.currentText()])
+            if extra.shape != labels.shape:
+                raise UserError(
+                    f"Labels layer {self.extra.currentText()!r} {extra.shape} does not "
+                    f"match the image {labels.shape}."
+                )
+            merged = extra.astype(np.int32)
+            merged[labels > 0] = labels[labels > 0] + merged.max()
+            labels = merged
+        image = prompt.image.layer()
+        name = image.metadata.get("path", image.name)
+        if image.ndim > 2:  # a plane of a stack
+            name += f"[{self.viewer.dims.current_step[0]}]"
+        return {
+            "image": np.asarray(plane),
+            "labels": labels,
+            "name": Path(name).name,
+            "complete": self.complete.isChecked(),
+            "effort": list(prompt.effort),
+            "model": chosen(prompt.model),
+            "source": name,
+        }
+
+    def add(self) -> None:
+        try:
+            item = self.item()
+        except UserError as error:
+            notify_failure(str(error), True)
+            return
+        self.status.setText("Adding to the set…")
+        self.session.call(
+            requests.AddToSet(
+                str(self.session.home),
+                self.set_name.currentText().strip(),
+                [item],
+                self.held_out_every.value(),
+            ),
+            on_done=self._added,
+            on_failed=self._failed,
+        )
+
+    def _added(self, summary: dict) -> None:
+        version = summary["added"]
+        self.status.setText(
+            f"Added as v{version['version']:04d} ({version['train']} training, "
+            f"{version['held_out']} held-out images). 'Retrain' when you like, or "
+            "'Next image'."
+        )
+        self.show_set()
+        self.session.results_changed.emit()  # the effort curve
+
+    def _failed(self, message: str, user_error: bool) -> None:
+        self.status.setText(message.splitlines()[0])
+        notify_failure(message, user_error)
+
+    # -- retrain ---------------------------------------------------------------------
+
+    def request(self) -> requests.Retrain:
+        """Continue from the prompt tester's model: its run's adapter, or the base model."""
+        aset = self.aset()
+        if aset is None or aset.version == 0:
+            raise UserError("Add annotated images to the set before retraining.")
+        current = chosen(self.prompter().model)
+        choices = self.session.choices
+        init_from = current if Path(current).is_absolute() else None
+        model = (
+            dict(choices.model)
+            if choices.model["name"] == current
+            else {"name": current}
+        )
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run = f"{stamp}-annotate-{aset.name}-round{aset.round + 1}"
+        return requests.Retrain(
+            home=str(self.session.home),
+            name=aset.name,
+            run_dir=str(self.session.runs_dir / run),
+            model=None if init_from else model,
+            method=dict(choices.method),
+            init_from=init_from,
+            train=dict(choices.train),
+            storage=self.session.storage,
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.job is not None and not self.job.finished
+
+    def retrain(self) -> None:
+        if self.running:
+            return
+        try:
+            request = self.request()
+        except UserError as error:
+            notify_failure(str(error), True)
+            return
+        self.last_result = None
+        self.progress.setRange(0, 0)
+        start = (
+            Path(request.init_from).name if request.init_from else request.model["name"]
+        )
+        self.status.setText(f"Retraining from {start} on {request.name}…")
+        self.process = ServiceClient("retraining process")
+        self.job = self.process.call(request)
+        self.job.event.connect(self._on_event)
+        self.job.done.connect(self._on_done)
+        self.job.failed.connect(self._on_failed)
+        self.retrain_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+
+    def stop(self) -> None:
+        if self.running:
+            self.job.stop()
+            self.status.setText("Stopping after this step…")
+
+    def _on_event(self, event) -> None:
+        kind = getattr(event, "kind", None)
+        if kind == "step":
+            self.progress.setRange(0, event.total)
+            self.progress.setValue(event.step)
+        elif kind == "progress" and event.done:
+            self.status.setText(
+                f"Evaluating the held-out images: {event.done}/{event.total}"
+            )
+
+    def _finish(self) -> None:
+        self.retrain_button.setEnabled(True)
+        self.stop_button.setEnabled(False)
+        if self.process is not None:
+            self.process.close()
+
+    def _on_done(self, result: dict) -> None:
+        self._finish()
+        self.last_result = result
+        if result["status"] == "stopped":
+            self.status.setText("Retraining stopped; the model stays as it was.")
+            return
+        self.session.add_run(result["run_dir"])
+        metric = result["metrics"].get("single box")
+        held = (
+            "no held-out image yet"
+            if metric is None
+            else f"held-out single box {metric:.3f}"
+        )
+        self.status.setText(
+            f"Round {result['annotation']['round']} model ready ({held}); it opens "
+            "with the next image."
+        )
+        self.show_set()
+        self.session.results_changed.emit()
+
+    def _on_failed(self, message: str, user_error: bool) -> None:
+        self._finish()
+        self._failed(message, user_error)
+
+    # -- next image ------------------------------------------------------------------
+
+    def choose_folder(self, folder: str | None = None) -> None:
+        """The folder of images 'Next image' steps through."""
+        folder = folder or QFileDialog.getExistingDirectory(self, "Images to annotate")
+        if not folder:
+            return
+        try:
+            n = self.steps.set_folder(folder)
+        except UserError as error:
+            notify_failure(str(error), True)
+            return
+        self.status.setText(f"{n} images in {folder}; 'Next image' opens one.")
+
+    def newest_model(self) -> str | None:
+        """The set's newest retrain (kept on this machine), else None."""
+        aset = self.aset()
+        run = aset.summary()["last_run"] if aset is not None else None
+        return run if run and Path(run).exists() else None
+
+    def next_image(self) -> None:
+        aset = self.aset()
+        known = {e["image_sha256"] for e in aset.manifest["images"]} if aset else set()
+        prompt = self.prompter()
+        opened, message = self.steps.next(prompt.image.layer(), known)
+        if opened is None:
+            self.session.info(message)
+            return
+        model = self.newest_model()
+        prompt.new_image(opened, model)
+        name = Path(model).name if model else chosen(prompt.model)
+        self.status.setText(f"{message}, with {name} in the prompt tester.")
+
+
+def _add(layout: QVBoxLayout, part) -> None:
+    if isinstance(part, QHBoxLayout):
+        layout.addLayout(part)
+    else:
+        layout.addWidget(part)
