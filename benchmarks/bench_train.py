@@ -1,15 +1,21 @@
-"""Training speed: our engine against micro-sam's SamTrainer, side by side in one run.
+"""Training speed and memory: our engine against micro-sam's SamTrainer, side by side.
 
 Same model weights, LoRA, data batch, objects per image and sub-iterations.
-micro-sam runs through its own ``SamTrainer._train_epoch`` (fp32) and
+micro-sam runs through its own ``SamTrainer._train_epoch`` (float32) and
 ``_train_epoch_mixed`` (its default, mixed precision: bfloat16 autocast on a
-CPU). Data loading is excluded on both sides (a fixed set of patches).
+CPU). Ours runs the real ``Trainer.train_step`` in float32 and in the
+precision ``core.device.autocast_for`` picks for this machine. The modes take
+turns (rounds of a few steps each), so a neighbour's load falls on all alike.
+Data loading is excluded on both sides (a fixed set of patches).
 
-    python benchmarks/bench_train.py --quick          # tiny, CPU, < 2 minutes
+    python benchmarks/bench_train.py --quick          # tiny, CPU
+    python benchmarks/bench_train.py --model vit_b --image-size 256
+    python benchmarks/bench_train.py --memory         # peak RSS vs the estimate
     python benchmarks/bench_train.py --model vit_b --image-size 1024 --batch 2 \\
-        --n-objects 25 --device cuda                  # the GPU figures
+        --device cuda                                 # the GPU figures
 
-The last line is one JSON object (see the keys in ``main``).
+The last line is one JSON object with the ratios and the machine; ``--save``
+writes it to ``benchmarks/results/train_<mode>_<machine>.json``.
 """
 
 from __future__ import annotations
@@ -17,29 +23,37 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import sys
-import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from napari_peft_sam.core import training
 from napari_peft_sam.core.config import DataSpec, ModelSpec, RunConfig, TrainConfig
-from napari_peft_sam.core.data import PatchSampler, sample_dataset
-from napari_peft_sam.core.methods import apply_method, make_config
-from napari_peft_sam.core.models import ARCHITECTURES, random_sam
-from napari_peft_sam.core.training import Trainer
+from napari_peft_sam.core.data import Dataset, sample_dataset
+from napari_peft_sam.core.device import autocast_for, machine_summary
+from napari_peft_sam.core.methods import make_config
+from napari_peft_sam.core.models import ARCHITECTURES, BaseModelInfo, random_sam
+from napari_peft_sam.core.patches import PatchSampler
 
 # FLOPs of one LoRA training step per image at 1024 x 1024 on vit_b with 25
 # objects and 8 sub-iterations (research/sweep_perf.md section 4).
 LORA_STEP_FLOP_VIT_B_1024 = 4.4e12
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+RESULTS = Path(__file__).parent / "results"
 
 
-def patches(size: int, n: int, seed: int = 0):
-    sampler = PatchSampler(sample_dataset("nuclei"), size, 1, None, seed=seed)
-    return [sampler.sample() for _ in range(n)]
+def fixed_batches(args, device):
+    sampler = PatchSampler(sample_dataset("nuclei"), args.image_size, 1, None, seed=0)
+    raw = [sampler.sample() for _ in range(4 * args.batch)]
+    batches = []
+    for k in range(0, len(raw), args.batch):
+        group = raw[k : k + args.batch]
+        images = torch.from_numpy(np.stack([p.image for p in group])).to(device)
+        batches.append((images, [torch.from_numpy(p.labels).to(device) for p in group]))
+    return batches
 
 
 def sync(device):
@@ -47,65 +61,38 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def reset_peak(device):
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_mb(device):
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return None
-
-
-def time_ours(base, args, device, batches, iterations, fast=False):
+def ours(base, args, device, batches, precision: str, **settings):
+    """A real Trainer on ``base``'s weights whose batches come from ``batches``."""
+    info = BaseModelInfo(args.model, args.model, "random", image_size=args.image_size)
+    training.load_base_model = lambda *a, **k: (copy.deepcopy(base), info)
     config = RunConfig(
         DataSpec(dataset="nuclei"),
         ModelSpec(args.model, None, args.image_size),
         make_config("lora", {"rank": args.rank}),
         TrainConfig(
+            lr=1e-5,
             iterations=10**6,
             batch_size=args.batch,
             n_objects=args.n_objects,
             n_sub_iterations=args.sub_iterations,
             device=str(device),
-            precision="auto" if fast else "float32",
+            precision=precision,
             patch_size=args.image_size,
+            val_patches=1,
+            compile=args.compile,
+            **settings,
         ),
     )
-    trainer = Trainer.__new__(Trainer)
-    trainer.cfg, trainer.config, trainer.device = config.train, config, device
-    from napari_peft_sam.core.device import autocast_dtype
-    from napari_peft_sam.core.training import LRSchedule
-
-    trainer.amp = autocast_dtype(config.train.precision, device)
-    trainer.unetr = None  # speed of the interactive objective (micro-sam: SamTrainer)
-    trainer.model = apply_method(copy.deepcopy(base), config.method).to(device).train()
-    if fast:
-        from napari_peft_sam.core.fastpath import enable_fast_path
-
-        enable_fast_path(trainer.model)
-        if args.compile:
-            trainer.model.image_encoder.compile()
-    params = [p for p in trainer.model.parameters() if p.requires_grad]
-    trainer.optimizer = torch.optim.AdamW(params, lr=1e-5, fused=device.type == "cuda")
-    trainer.schedule = LRSchedule(config.train, 10**6)
-    trainer.gen = torch.Generator(device).manual_seed(0)
-    trainer.coin = torch.Generator().manual_seed(1)
-    trainer.step = 0
-    queue = iter(batches * (iterations + 4))
+    data = Dataset(sample_dataset("nuclei").samples[:3], "three")
+    trainer = training.Trainer(config, Path("unused"), data)
+    queue = iter(batches * 10**4)
     trainer._batch = lambda: next(queue)
-    trainer.train_step()  # warm-up
-    sync(device)
-    reset_peak(device)
-    start = time.perf_counter()
-    for _ in range(iterations):
-        trainer.train_step()
-    sync(device)
-    return iterations / (time.perf_counter() - start), peak_mb(device)
+    trainer.train_step()  # warm-up: kernels, allocator, autocast caches
+    return lambda: trainer.train_step()
 
 
-def time_microsam(base, args, device, batches, iterations, mixed):
+def microsam(base, args, device, batches, mixed: bool):
+    """micro-sam's SamTrainer on the same weights and batches; one call = one step."""
     from micro_sam.models.peft_sam import LoRASurgery, PEFT_Sam
     from micro_sam.training.sam_trainer import SamTrainer
     from micro_sam.training.trainable_sam import TrainableSAM
@@ -113,189 +100,248 @@ def time_microsam(base, args, device, batches, iterations, mixed):
 
     sam = PEFT_Sam(copy.deepcopy(base), rank=args.rank, peft_module=LoRASurgery).sam
     model = TrainableSAM(sam).to(device)
-    data = []
-    for images, labels in batches:
-        x = images.permute(0, 3, 1, 2).cpu()
-        y = torch.stack([lab[None].float().cpu() for lab in labels])
-        data.append((x, y))
-    loader = [data[i % len(data)] for i in range(iterations + 1)]
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = SamTrainer(
-            name="bench",
-            train_loader=loader,
-            val_loader=loader,
-            model=model,
-            optimizer=torch.optim.AdamW(model.parameters(), lr=1e-5),
-            device=device,
-            lr_scheduler=None,
-            logger=None,
-            log_image_interval=10**9,
-            mixed_precision=mixed,
-            convert_inputs=ConvertToSamInputs(transform=model.transform),
-            n_objects_per_batch=args.n_objects,
-            n_sub_iteration=args.sub_iterations,
-            compile_model=False,
-            mask_prob=0.5,
-            save_root=tmp,
+    data = [
+        (
+            images.permute(0, 3, 1, 2).cpu(),
+            torch.stack([y[None].float().cpu() for y in labels]),
         )
-        trainer.logger = None  # set up by fit(), which we bypass
-        trainer.max_iteration = 1  # warm-up iteration
-        trainer._iteration = 0
-        epoch = trainer._train_epoch_mixed if mixed else trainer._train_epoch
+        for images, labels in batches
+    ]
+    trainer = SamTrainer(
+        name="bench",
+        train_loader=data,
+        val_loader=data,
+        model=model,
+        optimizer=torch.optim.AdamW(model.parameters(), lr=1e-5),
+        device=device,
+        lr_scheduler=None,
+        logger=None,
+        log_image_interval=10**9,
+        mixed_precision=mixed,
+        convert_inputs=ConvertToSamInputs(transform=model.transform),
+        n_objects_per_batch=args.n_objects,
+        n_sub_iteration=args.sub_iterations,
+        compile_model=False,
+        mask_prob=0.5,
+        save_root="/tmp/bench_train_microsam",
+    )
+    trainer.logger, trainer._iteration, trainer.max_iteration = None, 0, 10**9
+    epoch = trainer._train_epoch_mixed if mixed else trainer._train_epoch
+    counter = iter(range(10**9))
 
-        class Progress:
-            def update(self, n):
-                pass
+    class Progress:
+        def update(self, n):
+            pass
 
-        trainer.train_loader = loader[:1]
+    def step():
+        trainer.train_loader = [data[next(counter) % len(data)]]
         epoch(Progress())
-        trainer.train_loader = loader[1:]
-        trainer.max_iteration = 10**9
-        sync(device)
-        reset_peak(device)
-        start = time.perf_counter()
-        epoch(Progress())
-        sync(device)
-    return iterations / (time.perf_counter() - start), peak_mb(device)
+
+    step()  # warm-up
+    return step
 
 
-def peak_by_batch(
-    base, args, device, checkpointing: bool, sizes=(1, 2, 4, 8, 16, 32, 64)
-):
-    """Peak memory (MB) of fast-path training steps per batch size, until OOM."""
-    import argparse as _argparse
-
-    peaks = {}
-    for size in sizes:
-        trial = _argparse.Namespace(
-            **{**vars(args), "batch": size, "grad_checkpointing": checkpointing}
-        )
-        raw = patches(args.image_size, size)
-        images = torch.from_numpy(np.stack([p.image for p in raw])).to(device)
-        batch = [(images, [torch.from_numpy(p.labels).to(device) for p in raw])]
-        try:
-            _, peak = time_ours(base, trial, device, batch, 2, fast=True)
-        except torch.OutOfMemoryError:
-            break
-        finally:
-            torch.cuda.empty_cache()
-        peaks[size] = peak
-    return peaks
+def race(steps: dict, rounds: int, per_round: int, device) -> dict[str, float]:
+    """Iterations per second of each mode, the modes taking turns."""
+    spent = dict.fromkeys(steps, 0.0)
+    for _ in range(rounds):
+        for name, step in steps.items():
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(per_round):
+                step()
+            sync(device)
+            spent[name] += time.perf_counter() - start
+    return {name: rounds * per_round / s for name, s in spent.items()}
 
 
-def memory_report(base, args, device) -> dict:
-    """Largest batch within 24 and 80 GB, with and without checkpointing."""
-    out = {}
-    for checkpointing in (False, True):
-        peaks = peak_by_batch(base, args, device, checkpointing)
-        tag = "ckpt" if checkpointing else "no_ckpt"
-        out[f"peak_mb_by_batch_{tag}"] = peaks
-        for limit in (12, 24, 80):
-            fits = [b for b, peak in peaks.items() if peak <= limit * 1024]
-            out[f"largest_batch_{limit}gb_{tag}"] = max(fits, default=0)
-    return out
-
-
-def device_name(device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny model, few iterations"
-    )
-    parser.add_argument(
-        "--model", default="tiny", choices=["tiny", "vit_b", "vit_l", "vit_h"]
-    )
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--n-objects", type=int, default=25)
-    parser.add_argument("--sub-iterations", type=int, default=8)
-    parser.add_argument("--rank", type=int, default=32)
-    parser.add_argument("--iterations", type=int, default=10)
-    parser.add_argument("--amp-iterations", type=int, default=2)
-    parser.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu"
-    )
-    parser.add_argument("--grad-checkpointing", action="store_true")
-    parser.add_argument(
-        "--compile", action="store_true", help="torch.compile the encoder"
-    )
-    parser.add_argument(
-        "--memory",
-        action="store_true",
-        help="CUDA: largest batch in 12/24/80 GB, with and without checkpointing",
-    )
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.model, args.image_size, args.iterations, args.amp_iterations = (
-            "tiny",
-            256,
-            6,
-            1,
-        )
-    device = torch.device(args.device)
+def speed(args, device) -> dict:
     torch.manual_seed(0)
     base = random_sam(ARCHITECTURES[args.model], seed=0, image_size=args.image_size)
-    raw = patches(args.image_size, 4 * args.batch)
-    batches = []
-    for k in range(0, len(raw), args.batch):
-        group = raw[k : k + args.batch]
-        images = torch.from_numpy(np.stack([p.image for p in group])).to(device)
-        batches.append((images, [torch.from_numpy(p.labels).to(device) for p in group]))
-
-    ours, ours_peak = time_ours(base, args, device, batches, args.iterations)
-    fast, fast_peak = time_ours(base, args, device, batches, args.iterations, fast=True)
+    batches = fixed_batches(args, device)
+    amp = autocast_for(device, args.model, "auto", "train", args.image_size)
+    auto = "bfloat16" if amp is not None else "float32"
+    steps = {
+        "ours_fp32": ours(base, args, device, batches, "float32"),
+        "microsam_fp32": microsam(base, args, device, batches, mixed=False),
+        "microsam": microsam(base, args, device, batches, mixed=True),
+    }
+    if auto != "float32":
+        steps["ours_bf16"] = ours(base, args, device, batches, "bfloat16")
+    rates = race(steps, args.rounds, args.per_round, device)
+    best = rates.get("ours_bf16" if auto == "bfloat16" else "ours_fp32")
+    faster = max(rates["microsam"], rates["microsam_fp32"])
     result = {
         "model": args.model,
         "image_size": args.image_size,
         "batch": args.batch,
         "n_objects": args.n_objects,
         "sub_iterations": args.sub_iterations,
-        "device": device_name(device),
-        "torch": torch.__version__,
-        "ours_fast_it_s": fast,
-        "ours_fast_peak_mb": fast_peak,
+        "precision_auto": auto,
+        **{f"{k}_it_s": v for k, v in rates.items()},
+        "ours_it_s": best,
+        "ratio_vs_microsam": best / rates["microsam"],
+        "ratio_vs_microsam_fp32": best / rates["microsam_fp32"],
+        "ratio_vs_faster_microsam": best / faster,
     }
-    ms32, ms32_peak = time_microsam(
-        base, args, device, batches, args.iterations, mixed=False
-    )
-    ms, ms_peak = time_microsam(
-        base, args, device, batches, args.amp_iterations, mixed=True
-    )
-    best = max(ours, result.get("ours_fast_it_s", 0.0))
-    result.update(
-        ours_it_s=best,
-        ours_fp32_it_s=ours,
-        microsam_it_s=ms,
-        microsam_fp32_it_s=ms32,
-        ratio_vs_microsam=best / ms,
-        ratio_vs_microsam_fp32=best / ms32,
-        ours_peak_mb=result.get("ours_fast_peak_mb", ours_peak),
-        microsam_peak_mb=ms_peak,
-        microsam_fp32_peak_mb=ms32_peak,
-    )
-    # the study's 105-point LoRA grid at 5,000 iterations per point
-    result["grid_105x5000_gpu_hours"] = (
-        105 * 5000 / best / 3600 if device.type == "cuda" else None
-    )
-    if device.type == "cuda" and args.memory:
-        result.update(memory_report(base, args, device))
     if device.type == "cuda" and args.model == "vit_b":
         flops = LORA_STEP_FLOP_VIT_B_1024 * args.batch * (args.image_size / 1024) ** 2
         name = torch.cuda.get_device_name(device)
         peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), 989e12)
         result["mfu"] = best * flops / peak
-    for key, value in result.items():
-        print(
-            f"{key:>24}: {value:.3f}"
-            if isinstance(value, float)
-            else f"{key:>24}: {value}",
-            file=sys.stderr,
+        result["grid_105x5000_gpu_hours"] = 105 * 5000 / best / 3600
+    return result
+
+
+CHILD = """
+import json, resource, sys
+from pathlib import Path
+import torch
+from napari_peft_sam.core import training
+from napari_peft_sam.core.config import DataSpec, ModelSpec, RunConfig, TrainConfig
+from napari_peft_sam.core.data import Dataset, sample_dataset
+from napari_peft_sam.core.methods import make_config
+from napari_peft_sam.core.models import ARCHITECTURES, BaseModelInfo, random_sam
+
+arch, size, train, legacy = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
+def random_weights(*args, **kwargs):
+    sam = random_sam(ARCHITECTURES[arch], seed=0, image_size=size)
+    return sam, BaseModelInfo(arch, arch, "random", image_size=size)
+training.load_base_model = random_weights
+config = RunConfig(DataSpec(dataset="nuclei"), ModelSpec(arch, None, size),
+                   make_config("lora", {"rank": 32}), TrainConfig(**train))
+trainer = training.Trainer(config, Path("unused"),
+                           Dataset(sample_dataset("nuclei").samples[:3], "three"))
+if legacy == "1":  # before memory saving: one graph over every pass, one backward
+    def step():
+        trainer.step += 1
+        images, labels = trainer._batch()
+        loss = trainer._loss(images, labels, trainer.step % 2 == 0,
+                             trainer.cfg.n_sub_iterations, trainer.cfg.mask_prob)[0]
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        trainer.optimizer.step()
+        return (float(loss),)
+    trainer.train_step = step
+if trainer.device.type == "cuda":
+    torch.cuda.reset_peak_memory_stats()
+losses = [trainer.train_step()[0] for _ in range(2)]
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+if trainer.device.type == "cuda":
+    peak = torch.cuda.max_memory_allocated() / 2**20
+print(json.dumps({"peak_mb": peak, "losses": losses, "bf16": trainer.amp is not None,
+                  "memory_saving": config.train.memory_saving}))
+"""
+
+# (model, input size, training settings, legacy path): the issue's settings
+# (LoRA r32, 25 objects, 8 sub-iterations) on vit_b at 1024 and on the demo
+MEMORY_CASES = [
+    ("demo", 256, {}, True),
+    ("demo", 256, {}, False),
+    ("vit_b", 256, {"precision": "float32"}, False),
+    ("vit_b", 512, {"precision": "float32"}, True),
+    ("vit_b", 512, {"precision": "float32"}, False),
+    ("vit_b", 1024, {"precision": "float32"}, False),
+]
+
+
+def measure(arch, size, settings, legacy, device) -> dict:
+    """Peak memory (RSS on the CPU, allocated on CUDA) of 2 steps in a child process."""
+    import subprocess
+
+    train = {"val_patches": 1, "device": device.type, **settings}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            arch,
+            str(size),
+            json.dumps(train),
+            str(int(legacy)),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def memory_rows(device, cases=MEMORY_CASES) -> list[dict]:
+    """Measured peak memory next to ``core.budget``'s estimate, per case."""
+    from napari_peft_sam.core.budget import estimate_peak_mb
+
+    rows = []
+    for arch, size, settings, legacy in cases:
+        got = measure(arch, size, settings, legacy, device)
+        cfg = TrainConfig(**settings)
+        level = "off" if legacy else got["memory_saving"]
+        estimate = estimate_peak_mb(
+            ARCHITECTURES[arch],
+            make_config("lora", {"rank": 32}),
+            cfg,
+            device,
+            got["bf16"],
+            level,
+            size,
         )
+        row = {
+            "model": arch,
+            "image_size": size,
+            "path": "before (one graph)" if legacy else f"ours ({level})",
+            "bf16": got["bf16"],
+            "peak_mb": round(got["peak_mb"]),
+            "estimate_mb": None if legacy else round(estimate),
+            "error": None if legacy else round(estimate / got["peak_mb"] - 1, 3),
+        }
+        print(json.dumps(row), file=sys.stderr)
+        rows.append(row)
+    return rows
+
+
+def machine_tag(summary: dict) -> str:
+    name = summary["gpu"] or summary["cpu"]
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny model, few steps")
+    parser.add_argument("--model", default="tiny", choices=sorted(ARCHITECTURES))
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--n-objects", type=int, default=25)
+    parser.add_argument("--sub-iterations", type=int, default=8)
+    parser.add_argument("--rank", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="turns per mode")
+    parser.add_argument("--per-round", type=int, default=2, help="steps per turn")
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu"
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the encoder"
+    )
+    parser.add_argument(
+        "--memory", action="store_true", help="peak memory vs the estimate, per setting"
+    )
+    parser.add_argument("--save", action="store_true", help="write benchmarks/results/")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.model, args.image_size, args.rounds, args.per_round = "tiny", 256, 3, 3
+    device = torch.device(args.device)
+    summary = machine_summary()
+    if args.memory:
+        result, mode = {"memory": memory_rows(device)}, "memory"
+    else:
+        result, mode = speed(args, device), f"{args.model}_{args.image_size}"
+    result["machine"] = summary
+    for key, value in result.items():
+        text = f"{value:.3f}" if isinstance(value, float) else value
+        print(f"{key:>26}: {text}", file=sys.stderr)
+    if args.save:
+        tag = f"{device.type}_{machine_tag(summary)}"
+        path = RESULTS / f"train_{'quick' if args.quick else mode}_{tag}.json"
+        path.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))
     return result
 

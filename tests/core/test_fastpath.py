@@ -82,3 +82,65 @@ def test_training_steps_give_the_same_loss_curve():
         curves.append([trainer.train_step()[0] for _ in range(5)])
     for reference, ours in zip(*curves, strict=True):
         assert ours == pytest.approx(reference, abs=1e-4)
+
+
+@pytest.mark.parametrize("method", ["lora", "full", "ssf"])
+def test_padded_windows_and_lean_attention_equal_the_reference(method, monkeypatch):
+    """tiny at 224 px: a 14 x 14 grid in padded 8 x 8 windows; lean in chunks."""
+    from napari_peft_sam.core import fastpath
+
+    # 5 grid rows per chunk of a global block: 3 chunks; windowed blocks: 2
+    monkeypatch.setattr(fastpath, "LEAN_ELEMENTS", 2 * 14 * 196 * 5)
+    sam, _ = load_base_model("tiny", image_size=224)
+    apply_method(sam, make_config(method))
+    perturb_trainable(sam)
+    image = make_image(224, seed=3)
+    results = []
+    for lean in (None, False, True):
+        model = copy.deepcopy(sam)
+        if lean is not None:
+            enable_fast_path(model, lean=lean)
+        out = model.image_encoder(model.preprocess(image))
+        out.square().mean().backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        results.append((out.detach(), grads))
+    want, want_grads = results[0]
+    assert want_grads
+    for got, grads in results[1:]:
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        for name, grad in want_grads.items():
+            torch.testing.assert_close(
+                grads[name], grad, rtol=1e-4, atol=1e-6, msg=name
+            )
+
+
+@pytest.mark.parametrize("with_masks", [False, True])
+def test_fast_decoder_equals_the_reference_for_many_objects(with_masks):
+    """Five objects, with and without mask prompts: outputs and gradients agree."""
+    from napari_peft_sam.core.objective import Prompts, decode
+
+    sam, _ = load_base_model("tiny")
+    apply_method(sam, make_config("full"))
+    perturb_trainable(sam)
+    g = torch.Generator().manual_seed(0)
+    grid = sam.prompt_encoder.image_embedding_size
+    embedding = torch.randn(1, 32, *grid, generator=g)
+    masks = torch.randn(5, 1, 4 * grid[0], 4 * grid[1], generator=g)
+    prompts = Prompts(
+        points=torch.rand(5, 3, 2, generator=g) * 256,
+        labels=torch.tensor([[1, 0, 1]] * 5),
+        masks=masks if with_masks else None,
+    )
+    results = []
+    for model in (sam, enable_fast_path(copy.deepcopy(sam))):
+        emb = embedding.clone().requires_grad_()
+        low_res, iou = decode(model, emb, prompts, multimask=True)
+        (low_res.square().mean() + iou.sum()).backward()
+        grads = [p.grad for p in model.mask_decoder.parameters()]
+        results.append((low_res.detach(), iou.detach(), emb.grad, grads))
+    (want, want_iou, want_emb, want_grads), (got, iou, emb, grads) = results
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(iou, want_iou, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(emb, want_emb, rtol=1e-4, atol=1e-7)
+    for a, b in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -12,6 +12,7 @@ The image encoder runs once per iteration.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,13 @@ class Prompts:
     labels: torch.Tensor | None = None  # (n, k)
     boxes: torch.Tensor | None = None  # (n, 4)
     masks: torch.Tensor | None = None  # (n, 1, h/4, w/4) low-res logits
+
+    def select(self, part: slice) -> Prompts:
+        """The prompts of the objects in ``part``."""
+        pick = lambda t: None if t is None else t[part]  # noqa: E731
+        return Prompts(
+            pick(self.points), pick(self.labels), pick(self.boxes), pick(self.masks)
+        )
 
     def add_points(self, points: torch.Tensor, labels: torch.Tensor) -> None:
         if self.points is None:
@@ -86,18 +94,27 @@ def dice_loss(
 
 def mask_losses(low_res, iou_pred, truth):
     """(dice of the best mask, IoU MSE, upsampled logits) for one decoder pass."""
+    dice, mse, logits = mask_loss_sums(low_res, iou_pred, truth)
+    return dice / len(truth), mse / iou_pred.numel(), logits
+
+
+def mask_loss_sums(low_res, iou_pred, truth):
+    """Sums over objects of the best mask's Dice and of the IoU squared error.
+
+    Sums rather than means, so that chunks of objects add up to the whole.
+    """
     logits = F.interpolate(
         low_res, size=truth.shape[-2:], mode="bilinear", align_corners=False
     )
     probs = torch.sigmoid(logits)
     target = truth[:, None].float()
-    dice = dice_loss(probs, target).amin(dim=1).mean()
+    dice = dice_loss(probs, target).amin(dim=1).sum()
     with torch.no_grad():
         hard = probs > 0.5
         inter = (hard & truth[:, None]).sum((-2, -1))
         union = (hard | truth[:, None]).sum((-2, -1))
         true_iou = inter / (union + 1e-7)
-    return dice, F.mse_loss(iou_pred, true_iou), logits
+    return dice, F.mse_loss(iou_pred, true_iou, reduction="sum"), logits
 
 
 @dataclass
@@ -130,26 +147,74 @@ def iterative_loss(
     box_distortion: float,
     gen: torch.Generator | None,
     coin: torch.Generator,
+    amp: torch.dtype | None = None,
+    backward_scale: float | None = None,
+    object_chunk: int | None = None,
 ) -> Losses:
-    """The objective for one image's embedding and its (n, P, P) object masks."""
+    """The objective for one image's embedding and its (n, P, P) object masks.
+
+    ``amp`` is the autocast dtype of the decoder passes. With
+    ``backward_scale`` each pass's loss, times the scale, is back-propagated
+    as soon as it is computed and its graph freed (gradients reach
+    ``embedding``, which should then be a leaf), so memory holds one pass
+    instead of ``n_sub_iterations``; the returned losses are detached.
+    ``object_chunk`` decodes the objects in groups of that many, each group
+    back-propagated before the next, which bounds memory by the group. Both
+    give the gradients of the whole objective, up to float rounding.
+    """
     scale = sam.image_encoder.img_size / truth.shape[-1]
     p = initial_prompts(truth, use_box, scale, box_distortion, gen)
+    weight = None if backward_scale is None else backward_scale / n_sub_iterations
     mask_total = iou_total = 0.0
     for i in range(n_sub_iterations):
-        low_res, iou_pred = decode(
-            sam, embedding, p, multimask=(i == 0 and not use_box)
+        multimask = i == 0 and not use_box
+        dice, iou_mse, low_res, predicted = _decoder_pass(
+            sam, embedding, p, truth, multimask, amp, weight, object_chunk
         )
-        dice, iou_mse, logits = mask_losses(low_res, iou_pred, truth)
         mask_total, iou_total = mask_total + dice, iou_total + iou_mse
         if i == n_sub_iterations - 1:
             break
         with torch.no_grad():
-            best = iou_pred.argmax(dim=1)
-            rows = torch.arange(len(best), device=best.device)
-            predicted = logits[rows, best] > 0
             points, labels = prompts.corrective_points(truth, predicted, gen)
             p.add_points(points * scale, labels)
             use_mask = torch.rand((), generator=coin).item() < mask_prob
-            p.masks = low_res[rows, best][:, None].detach() if use_mask else None
+            p.masks = low_res if use_mask else None
     mask_loss, iou_loss = mask_total / n_sub_iterations, iou_total / n_sub_iterations
     return Losses(mask_loss + iou_loss, mask_loss, iou_loss)
+
+
+def _autocast(device: torch.device, amp: torch.dtype | None):
+    """Autocast to ``amp``; None keeps the caller's autocast state."""
+    if amp is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=amp)
+
+
+def _decoder_pass(sam, embedding, p, truth, multimask, amp, weight, chunk):
+    """One decoder pass over all objects, in chunks.
+
+    Returns the mean Dice and IoU losses (graph-connected unless ``weight``
+    is given, in which case each chunk was back-propagated times ``weight``),
+    the best mask's low-res logits (detached) and its full-size mask (bool).
+    """
+    n = len(truth)
+    chunk = chunk or n
+    dice_sum = mse_sum = 0.0
+    best_low, best_masks = [], []
+    for start in range(0, n, chunk):
+        part = slice(start, min(n, start + chunk))
+        with _autocast(embedding.device, amp):
+            low_res, iou_pred = decode(sam, embedding, p.select(part), multimask)
+            dice, mse, logits = mask_loss_sums(low_res, iou_pred, truth[part])
+            m = iou_pred.shape[1]
+            dice, mse = dice / n, mse / (n * m)
+        if weight is not None:
+            ((dice + mse) * weight).backward()
+            dice, mse = dice.detach(), mse.detach()
+        dice_sum, mse_sum = dice_sum + dice, mse_sum + mse
+        with torch.no_grad():
+            best = iou_pred.argmax(dim=1)
+            rows = torch.arange(len(best), device=best.device)
+            best_low.append(low_res[rows, best][:, None].detach())
+            best_masks.append(logits[rows, best] > 0)
+    return dice_sum, mse_sum, torch.cat(best_low), torch.cat(best_masks)

@@ -1,0 +1,131 @@
+"""Memory saving: the same losses as today's path, and vit_b at 1024 in 8 GB."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from napari_peft_sam.core import fastpath, training
+from napari_peft_sam.core.config import DataSpec, ModelSpec, RunConfig, TrainConfig
+from napari_peft_sam.core.data import Dataset, sample_dataset
+from napari_peft_sam.core.methods import make_config
+
+
+def run_config(size=224, **train):
+    settings = {
+        "lr": 1e-3,
+        "iterations": 5,
+        "n_objects": 5,
+        "n_sub_iterations": 3,
+        "val_patches": 1,
+        "precision": "float32",
+        **train,
+    }
+    return RunConfig(
+        DataSpec(dataset="nuclei"),
+        ModelSpec("tiny", None, size),
+        make_config("lora", {"rank": 4}),
+        TrainConfig(**settings),
+    )
+
+
+def todays_step(trainer):
+    """The step before memory saving: one graph over all passes, one backward."""
+    trainer.step += 1
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = trainer.schedule.lr(trainer.step)
+    images, labels = trainer._batch()
+    loss, _, _ = trainer._loss(
+        images, labels, trainer.step % 2 == 0, trainer.cfg.n_sub_iterations, 0.5
+    )
+    trainer.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    trainer.optimizer.step()
+    return float(loss)
+
+
+@pytest.mark.parametrize("level", ["off", "chunks", "checkpoint"])
+def test_memory_saving_gives_todays_losses(level, monkeypatch):
+    """Five steps (tiny at 224 px: windows padded) agree to 1e-4 with today's path."""
+    # small chunks, so that 5 objects and a 14 x 14 grid are really split
+    monkeypatch.setattr(training, "OBJECT_CHUNK", 2)
+    monkeypatch.setattr(fastpath, "LEAN_ELEMENTS", 2 * 14 * 14 * 5)
+    data = Dataset(sample_dataset("nuclei").samples[:3], "three")
+    reference = training.Trainer(run_config(memory_saving="off"), Path("x"), data)
+    assert reference.object_chunk is None and not reference.block_checkpointing
+    want = [todays_step(reference) for _ in range(5)]
+    trainer = training.Trainer(run_config(memory_saving=level), Path("x"), data)
+    assert (trainer.object_chunk == 2) == (level != "off")
+    assert trainer.block_checkpointing == (level == "checkpoint")
+    got = [trainer.train_step()[0] for _ in range(5)]
+    assert got == pytest.approx(want, abs=1e-4)
+
+
+def test_auto_is_resolved_and_recorded_before_the_model_loads(monkeypatch):
+    from napari_peft_sam.core import budget
+
+    monkeypatch.setattr(budget, "available_mb", lambda device: 10**6)
+    data = Dataset(sample_dataset("nuclei").samples[:3], "three")
+    config = run_config(memory_saving="auto")
+    trainer = training.Trainer(config, Path("x"), data)
+    assert config.to_dict()["train"]["memory_saving"] == "off"  # fits: nothing on
+    assert trainer.preflight_message is None
+
+
+CHILD = textwrap.dedent(
+    """
+    import json, resource, sys
+    from pathlib import Path
+    from napari_peft_sam.core import training
+    from napari_peft_sam.core.config import DataSpec, ModelSpec, RunConfig, TrainConfig
+    from napari_peft_sam.core.data import Dataset, sample_dataset
+    from napari_peft_sam.core.methods import make_config
+    from napari_peft_sam.core.models import ARCHITECTURES, BaseModelInfo, random_sam
+
+    arch, size, train = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+    if len(sys.argv) > 4:  # the memory a smaller machine would have free
+        from napari_peft_sam.core import budget
+        budget.available_mb = lambda device: float(sys.argv[4])
+    def random_weights(name, checkpoint=None, image_size=None, device="cpu"):
+        sam = random_sam(ARCHITECTURES[arch], seed=0, image_size=size)
+        return sam, BaseModelInfo(arch, arch, "random", image_size=size)
+    training.load_base_model = random_weights
+    config = RunConfig(
+        DataSpec(dataset="nuclei"), ModelSpec(arch, None, size),
+        make_config("lora", {"rank": 32}), TrainConfig(**train),
+    )
+    data = Dataset(sample_dataset("nuclei").samples[:3], "three")
+    trainer = training.Trainer(config, Path("unused"), data)
+    losses = [trainer.train_step()[0] for _ in range(2)]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_mb": peak, "losses": losses,
+                      "memory_saving": config.train.memory_saving,
+                      "message": trainer.preflight_message}))
+    """
+)
+
+
+def child_peak(arch, size, free_mb=None, **train):
+    """Peak RSS (MB) of a child process that trains ``arch`` for 2 steps."""
+    extra = [] if free_mb is None else [str(free_mb)]
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, arch, str(size), json.dumps(train), *extra],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_vit_b_at_1024_trains_on_the_cpu_in_8_gb():
+    """Default settings (25 objects, 8 sub-iterations, memory saving auto) on a
+    16 GB machine with 10 GB free, in float32 (the heavier precision)."""
+    result = child_peak("vit_b", 1024, 10 * 1024, precision="float32", val_patches=1)
+    assert result["memory_saving"] == "chunks", result
+    assert "memory saving 'chunks'" in result["message"]
+    assert result["peak_mb"] < 8 * 1024, result
+    assert all(loss == loss for loss in result["losses"])  # finite
