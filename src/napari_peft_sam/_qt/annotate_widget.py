@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
 
 from ..core import requests
 from ..core.annotations import HELD_OUT_EVERY, AnnotationSet, list_sets
+from ..core.catalog import PRIMARY
 from ..core.errors import UserError
 from ._image_steps import ImageSteps
 from ._service import ServiceClient
@@ -341,12 +342,10 @@ class AnnotateWidget(QWidget):
             self.status.setText("Retraining stopped; the model stays as it was.")
             return
         self.session.add_run(result["run_dir"])
-        metric = result["metrics"].get("single box")
-        held = (
-            "no held-out image yet"
-            if metric is None
-            else f"held-out single box {metric:.3f}"
-        )
+        metric = result["metrics"].get(PRIMARY)
+        held = "no held-out image yet"
+        if metric is not None:
+            held = f"held-out {PRIMARY} {metric:.3f}"
         self.status.setText(
             f"Round {result['annotation']['round']} model ready ({held}); it opens "
             "with the next image."

@@ -371,9 +371,13 @@ def _checked(item: Item) -> tuple[Item, np.ndarray]:
     return item, labels
 
 
-def curve(aset: AnnotationSet, metric: str = "single box") -> list[dict[str, Any]]:
-    """Per round: clicks and seconds per object, and the held-out ``metric`` of
-    the round's model (the retrain that made it; none for the base model)."""
+def curve(aset: AnnotationSet, metric: str | None = None) -> list[dict[str, Any]]:
+    """Per round: clicks and seconds per object, and the held-out ``metric``
+    (default: single box, the catalog's primary metric) of the round's model
+    (the retrain that made it; none for the base model)."""
+    from .catalog import PRIMARY
+
+    metric = metric or PRIMARY
     by_round = {e["round"]: dict(e, msa=None) for e in aset.effort()}
     for run in aset.manifest["runs"]:
         entry = by_round.setdefault(
