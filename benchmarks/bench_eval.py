@@ -33,11 +33,12 @@ import machine
 import numpy as np
 import torch
 
-from napari_peft_sam.core.data import Dataset, sample_dataset
+from napari_peft_sam.core.data import Dataset
 from napari_peft_sam.core.device import autocast_for
 from napari_peft_sam.core.evaluation import evaluate, run_to_end
 from napari_peft_sam.core.inference import Segmenter
 from napari_peft_sam.core.models import ARCHITECTURES, load_base_model, random_sam
+from napari_peft_sam.core.sources import sample_dataset
 
 
 def model_for(name: str, image_size: int | None = None):

@@ -32,11 +32,12 @@ import torch
 
 from napari_peft_sam.core import training
 from napari_peft_sam.core.config import DataSpec, ModelSpec, RunConfig, TrainConfig
-from napari_peft_sam.core.data import Dataset, sample_dataset
+from napari_peft_sam.core.data import Dataset
 from napari_peft_sam.core.device import autocast_for, machine_summary
 from napari_peft_sam.core.methods import make_config
 from napari_peft_sam.core.models import ARCHITECTURES, BaseModelInfo, random_sam
 from napari_peft_sam.core.patches import PatchSampler
+from napari_peft_sam.core.sources import sample_dataset
 
 # FLOPs of one LoRA training step per image at 1024 x 1024 on vit_b with 25
 # objects and 8 sub-iterations (research/sweep_perf.md section 4).
@@ -199,9 +200,10 @@ from pathlib import Path
 import torch
 from napari_peft_sam.core import training
 from napari_peft_sam.core.config import DataSpec, ModelSpec, RunConfig, TrainConfig
-from napari_peft_sam.core.data import Dataset, sample_dataset
+from napari_peft_sam.core.data import Dataset
 from napari_peft_sam.core.methods import make_config
 from napari_peft_sam.core.models import ARCHITECTURES, BaseModelInfo, random_sam
+from napari_peft_sam.core.sources import sample_dataset
 
 arch, size, train, legacy = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
 def random_weights(*args, **kwargs):

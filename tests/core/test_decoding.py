@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 
 from napari_peft_sam.core import decoding
-from napari_peft_sam.core.data import sample_dataset
 from napari_peft_sam.core.evaluation import evaluate, iterative_prompting, run_to_end
 from napari_peft_sam.core.inference import Embedding, Segmenter
 from napari_peft_sam.core.models import load_base_model
 from napari_peft_sam.core.objective import Prompts, decode
+from napari_peft_sam.core.sources import sample_dataset
 
 
 def _prompts(kind: str, n: int, size: int, generator) -> Prompts:

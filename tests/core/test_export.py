@@ -232,7 +232,7 @@ def _annotator(path, image, size):
 
 
 def _annotator_image(size):
-    from napari_peft_sam.core.data import sample_dataset
+    from napari_peft_sam.core.sources import sample_dataset
 
     image = sample_dataset("nuclei")[2].image.astype(np.uint8)  # spans 0..255
     reps = size // image.shape[0]  # the model's own size: no resizing on either side

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from napari_peft_sam.core.config import DataSpec, ModelSpec, RunConfig, TrainConfig
-from napari_peft_sam.core.data import Dataset, sample_dataset
+from napari_peft_sam.core.data import Dataset
 from napari_peft_sam.core.fastpath import enable_fast_path
 from napari_peft_sam.core.methods import apply_method, available_methods, make_config
 from napari_peft_sam.core.models import load_base_model
+from napari_peft_sam.core.sources import sample_dataset
 from napari_peft_sam.core.training import Trainer
 from tests.helpers import make_image, perturb_trainable, sam_forward
 

@@ -10,8 +10,9 @@ import pytest
 
 from napari_peft_sam.core import fastpath, training
 from napari_peft_sam.core.config import DataSpec, ModelSpec, RunConfig, TrainConfig
-from napari_peft_sam.core.data import Dataset, sample_dataset
+from napari_peft_sam.core.data import Dataset
 from napari_peft_sam.core.methods import make_config
+from napari_peft_sam.core.sources import sample_dataset
 
 
 def run_config(size=224, **train):
@@ -81,9 +82,10 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     from napari_peft_sam.core import training
     from napari_peft_sam.core.config import DataSpec, ModelSpec, RunConfig, TrainConfig
-    from napari_peft_sam.core.data import Dataset, sample_dataset
+    from napari_peft_sam.core.data import Dataset
     from napari_peft_sam.core.methods import make_config
     from napari_peft_sam.core.models import ARCHITECTURES, BaseModelInfo, random_sam
+    from napari_peft_sam.core.sources import sample_dataset
 
     arch, size, train = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
     if len(sys.argv) > 4:  # the memory a smaller machine would have free

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import Dataset, load_dataset, relabel_consecutive
+from .data import Dataset, relabel_consecutive
 from .errors import UserError
 from .files import atomic_write
+from .sources import load_dataset
 
 CITATIONS = (
     (

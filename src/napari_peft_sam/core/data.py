@@ -257,33 +257,3 @@ def split_tiles(sample: Sample, val_fraction: float) -> tuple[Sample, Sample]:
             )
         )
     return parts[0], parts[1]
-
-
-_MOVED = {
-    **dict.fromkeys(
-        (
-            "IMAGE_SUFFIXES",
-            "SAMPLE_DOMAINS",
-            "read_image",
-            "expand_paths",
-            "pair_paths",
-            "from_files",
-            "sample_data_root",
-            "sample_dataset",
-            "load_dataset",
-            "from_request",
-            "write_pairs",
-        ),
-        "sources",
-    ),
-    **dict.fromkeys(("Patch", "PatchSampler", "pad_to"), "patches"),
-}
-
-
-def __getattr__(name: str):
-    # TODO(lead): remove once every caller imports from core.sources / core.patches
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_MOVED[name]}", __package__), name)
-    raise AttributeError(name)
