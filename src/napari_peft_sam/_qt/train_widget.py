@@ -29,6 +29,7 @@ from ._plots import CurvePlot
 from ._service import ServiceClient
 from ._session import notify_failure, session_for
 from .data_widget import data_spec, source_request
+from .model_widget import memory_check_for, memory_line
 
 
 def _eta(seconds: float) -> str:
@@ -130,6 +131,12 @@ class TrainWidget(QWidget):
         self.progress.setFormat("%v / %m steps")
         self.status = QLabel("Ready.")
         self.status.setWordWrap(True)
+        self.memory = memory_check_for(self.session)
+        self.memory_label = QLabel(memory_line(self.memory.report))
+        self.memory_label.setWordWrap(True)
+        self.memory.changed.connect(
+            lambda report: self.memory_label.setText(memory_line(report))
+        )
         self.loss_plot = CurvePlot("training loss")
         self.val_plot = CurvePlot("validation")
 
@@ -142,6 +149,7 @@ class TrainWidget(QWidget):
         layout.addWidget(self.recipe)
         layout.addLayout(self.form_box)
         layout.addWidget(self.reset_button)
+        layout.addWidget(self.memory_label)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
@@ -216,6 +224,12 @@ class TrainWidget(QWidget):
             request = self.run_request()
         except UserError as error:
             notify_failure(str(error), True)
+            return
+        refusal = self.memory.refusal(request.config)
+        if refusal is not None:  # the run's own preflight would refuse it too
+            self.status.setText(f"Not started: {refusal}")
+            notify_failure(refusal, True)
+            self.memory.refresh()  # memory may have been freed since
             return
         self.run_dir = request.run_dir
         self.model_name = request.config["model"]["name"]

@@ -235,7 +235,7 @@ def available_mb(device) -> float | None:
     return psutil.virtual_memory().available / 2**20
 
 
-def preflight(config, device, amp="auto") -> Plan:
+def preflight(config, device, amp="auto", free_mb: float | None = None) -> Plan:
     """Check that ``config`` fits ``device`` before anything is loaded.
 
     With ``memory_saving`` auto the cheapest level that fits in half the free
@@ -243,7 +243,8 @@ def preflight(config, device, amp="auto") -> Plan:
     returned in ``Plan.changes`` (with a one-line message when it is not
     ``off``); a run that fits at no level, or not at the level the user
     forced, raises :class:`UserError` with one sentence naming the setting to
-    change. ``amp`` is the autocast dtype (``"auto"``: ``autocast_for``).
+    change. ``amp`` is the autocast dtype (``"auto"``: ``autocast_for``);
+    ``free_mb`` the memory free when measured already (``available_mb``).
     """
     import torch
 
@@ -255,7 +256,7 @@ def preflight(config, device, amp="auto") -> Plan:
     if amp == "auto":
         amp = autocast_for(device, config.model.name, cfg.precision, "train", size)
     arch = architecture_of(config.model.name)
-    free = available_mb(device)
+    free = available_mb(device) if free_mb is None else free_mb
     bf16 = amp is not None
     levels = LEVELS if cfg.memory_saving == "auto" else (cfg.memory_saving,)
     needs = {
@@ -326,3 +327,93 @@ def _smaller_setting(config, arch, device, bf16, free) -> str:
             if need <= HEADROOM * free:
                 return f"--image-size {smaller}"
     return "a smaller model (--model) or a machine with more memory"
+
+
+def system_available_mb() -> float | None:
+    """MemAvailable of this machine in MB, without importing torch (the GUI asks)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return psutil.virtual_memory().available / 2**20
+
+
+def check(config: dict, cpu_free_mb: float | None = None) -> dict:
+    """The preflight of a run as plain data, for the GUI's memory line.
+
+    ``config`` holds ``model``, ``method`` and the explicit ``train``
+    settings (the rest comes from the model's recipe, as in a run);
+    ``cpu_free_mb`` is the memory free as the GUI measured it, used when the
+    run would train on the CPU. Returns ``device``, ``estimate_mb`` (at the
+    memory saving the run would use; the most saving one when nothing fits),
+    ``available_mb``, ``level``, ``message`` (a saving turned on) and
+    ``refusal`` (the preflight's sentence, or None).
+    """
+    from .config import RunConfig
+    from .device import resolve_device
+    from .models import architecture_of
+    from .recipes import resolve
+
+    train, _ = resolve(config.get("train"), config["model"]["name"])
+    run_config = RunConfig.from_dict({**config, "train": train.to_dict()})
+    device = resolve_device(train.device)
+    free = cpu_free_mb if device.type == "cpu" and cpu_free_mb else None
+    report = {"device": device.type, "refusal": None, "message": None}
+    try:
+        plan = preflight(run_config, device, free_mb=free)
+    except UserError as error:
+        from .device import autocast_for
+
+        cfg, size = run_config.train, run_config.model.image_size
+        amp = autocast_for(device, run_config.model.name, cfg.precision, "train", size)
+        level = "checkpoint" if cfg.memory_saving == "auto" else cfg.memory_saving
+        arch = architecture_of(run_config.model.name)
+        need = estimate_peak_mb(
+            arch, run_config.method, cfg, device, amp is not None, level, size
+        )
+        free = free if free is not None else available_mb(device)
+        return report | {
+            "estimate_mb": need,
+            "available_mb": free,
+            "level": level,
+            "refusal": str(error),
+        }
+    level = plan.changes.get("memory_saving", train.memory_saving)
+    return report | {
+        "estimate_mb": plan.estimate_mb,
+        "available_mb": plan.available_mb,
+        "level": level,
+        "message": plan.message,
+    }
+
+
+def main(argv=None) -> None:
+    """``python -m napari_peft_sam.core.budget CONFIG_JSON [CPU_FREE_MB]``: one
+    line of JSON, :func:`check`'s report or ``{"error": sentence}``.
+
+    The GUI runs this in a child process: the estimate builds the model on
+    meta tensors, which needs torch and segment_anything (and so torchvision),
+    none of which napari's process may import.
+    """
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    free = float(argv[1]) if len(argv) > 1 and argv[1] != "none" else None
+    try:
+        report = check(json.loads(argv[0]), free)
+    except UserError as error:
+        report = {"error": str(error)}
+    except Exception as error:  # shown in the GUI's memory line, not raised
+        report = {"error": f"{type(error).__name__}: {error}"}
+    print(json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+    main()
