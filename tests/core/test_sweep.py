@@ -187,5 +187,3 @@ def test_passwords_never_reach_the_table():
     from napari_peft_sam.core.store import redact
 
     assert redact("postgresql://me:secret@db:5432/x") == "postgresql://me:***@db:5432/x"
-
-

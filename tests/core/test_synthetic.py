@@ -9,7 +9,7 @@ import tifffile
 from scipy import ndimage as ndi
 
 from napari_peft_sam.core import synthetic as syn
-from napari_peft_sam.core.pretrain import letterbox
+from napari_peft_sam.core.pretrain import augment
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +32,9 @@ def test_same_seed_same_images_other_seed_other_images():
 
 
 def test_a_few_hundred_images_take_seconds():
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: other processes do not count
     syn.synthetic_pairs(30, seed=1)
-    assert (time.perf_counter() - started) / 30 < 0.15  # ~0.03 s on a free core
+    assert (time.process_time() - started) / 30 < 0.1  # ~0.03 s measured
 
 
 def test_images_are_camera_like_8_and_16_bit(pairs):
@@ -104,7 +104,13 @@ def _signal(style, seed=0):
 def test_chromatin_texture_and_mitoses():
     style = syn.draw_style(np.random.default_rng(3))
     plain = dataclasses.replace(
-        style, texture=0, spots=0, mitotic=0, out_of_focus=0, edge_falloff=0.05
+        style,
+        texture=0,
+        spots=0,
+        nucleoli=0,
+        mitotic=0,
+        out_of_focus=0,
+        edge_falloff=0.05,
     )
     textured = dataclasses.replace(plain, texture=0.4, spots=2.0)
     _, labels, flat = _signal(plain)
@@ -164,9 +170,14 @@ def test_cli_writes_tiff_pairs(tmp_path):
 
 def test_letterboxed_training_images_are_padded_as_inference_pads():
     data = syn.synthetic_dataset(6, seed=2)
-    padded = letterbox(data, 1.0, seed=0)
+    padded = augment(data, seed=0, letterbox=1.0, tint=0.0)
+    mean = np.array([123.675, 116.28, 103.53], np.float32)
     for sample in padded:
-        mean = np.array([123.675, 116.28, 103.53], np.float32)
         band = np.all(sample.image == mean, axis=-1)
         assert 0.1 < band.mean() < 0.55
         assert (sample.labels[band] == 0).all() and sample.labels.max() > 0
+    coloured = augment(data, seed=0, letterbox=0.0, tint=1.0)
+    for before, after in zip(data, coloured, strict=True):
+        channels = after.image.reshape(-1, 3).max(axis=0)
+        assert 1 <= np.count_nonzero(channels) <= 2
+        assert np.array_equal(before.labels, after.labels)

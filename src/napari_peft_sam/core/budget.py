@@ -28,7 +28,8 @@ OBJECT_CHUNK = 8  # objects decoded at once when memory saving is on
 LEAN_ELEMENTS = 2**24  # as core.fastpath: scores per lean attention chunk
 LEVELS = ("off", "chunks", "checkpoint")
 CUDA_CONTEXT_MB = 500  # CUDA context, cuBLAS/cuDNN workspaces (not "allocated")
-CPU_BASE_MB = 900  # resident before the model: Python, torch, micro_sam, data (measured)
+# resident before the model: Python, torch, micro_sam, data (measured)
+CPU_BASE_MB = 900
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 HEADROOM = 0.9  # share of the free memory a run may plan to use
 COMFORT = 0.5  # share "auto" prefers to stay under when a saving level allows
@@ -293,16 +294,19 @@ def _plan(cfg, level: str, need: float, free: float | None) -> Plan:
 
 def _refusal(config, arch, device, bf16, need, free) -> str:
     """One sentence: what the run needs, what is free, which setting to change."""
-    cfg = config.train
+    cfg, size = config.train, config.model.image_size or arch.image_size
     where = "GPU memory" if device.type == "cuda" else "memory"
-    size = config.model.image_size or arch.image_size
-    fix = _smaller_setting(config, arch, device, bf16, free)
-    forced = cfg.memory_saving not in ("auto", "checkpoint")
-    hint = "--memory-saving auto or " if forced else ""
+    saving = estimate_peak_mb(
+        arch, config.method, cfg, device, bf16, "checkpoint", config.model.image_size
+    )
+    if cfg.memory_saving != "auto" and saving <= HEADROOM * free:
+        fix = "--memory-saving auto (same results)"
+    else:
+        fix = _smaller_setting(config, arch, device, bf16, free)
     return (
         f"Training {config.model.name} at {size} px with {cfg.n_objects} objects "
         f"needs about {need / 1024:.1f} GB but only {free / 1024:.1f} GB of "
-        f"{where} is free; use {hint}{fix}, or close other programs."
+        f"{where} is free; use {fix}, or close other programs."
     )
 
 

@@ -62,7 +62,7 @@ ARCHITECTURES = {
         decoder_heads=2,
         iou_head_dim=32,
     ),
-    # The shipped demo model (pretrained on the 'nuclei' sample data, core/demo.py).
+    # The shipped demo model (pretrained on synthetic nuclei, core/pretrain.py).
     "demo": Architecture(
         "demo",
         128,
@@ -103,7 +103,7 @@ def microsam_model_names() -> list[str]:
 
 
 def demo_weights() -> Path:
-    """The shipped demo model's weights (made by ``python -m napari_peft_sam.core.demo``)."""
+    """The shipped demo model's weights (made by ``python -m napari_peft_sam.core.pretrain``)."""
     from importlib import resources
 
     return Path(str(resources.files("napari_peft_sam") / "assets" / "demo_sam.pt"))
@@ -294,7 +294,7 @@ def load_base_model(
         if not checkpoint.is_file():
             raise UserError(
                 "The demo model's weights are not built; run "
-                "python -m napari_peft_sam.core.demo (about 25 CPU minutes)."
+                "python -m napari_peft_sam.core.pretrain (about 30 CPU minutes)."
             )
     if (
         checkpoint is None

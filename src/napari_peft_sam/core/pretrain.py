@@ -22,32 +22,35 @@ from tempfile import TemporaryDirectory
 import numpy as np
 import torch
 
+from .catalog import SINGLE_BOX, SINGLE_POINT
 from .config import DataSpec, ModelSpec, RunConfig, TrainConfig
-from .data import Dataset, Sample, sample_dataset
+from .data import Dataset, Sample
+from .errors import UserError
 from .evaluation import evaluate, gt_prompts, run_to_end
 from .events import StopToken
 from .files import atomic_write_json
 from .inference import Segmenter
 from .methods import make_config
-from .models import ARCHITECTURES, demo_weights, random_sam
+from .models import ARCHITECTURES, demo_weights, file_hash, random_sam
+from .sources import sample_dataset
 from .synthetic import HELD_OUT_SEED, TRAIN_SEED, synthetic_dataset
 from .training import train
 
 COMMAND = "python -m napari_peft_sam.core.pretrain"
 PRETRAIN = TrainConfig(
     lr=5e-4,
-    iterations=8000,
+    iterations=10000,
     n_objects=16,
-    n_sub_iterations=3,
-    warmup=100,
+    n_sub_iterations=2,
+    warmup=200,
     scheduler="cosine",
     val_interval=500,
-    val_patches=4,
+    val_patches=8,
     weight_decay=0.01,
     seed=0,
     checkpoint_interval=500,
 )
-TRAIN_IMAGES = 400
+TRAIN_IMAGES = 600
 LETTERBOX = 0.2  # share of training images padded like a non-square image
 TINT = 0.15  # share of training images shown in colour (one or two channels)
 HELD_OUT_IMAGES = 16
@@ -123,7 +126,8 @@ def mask_report(segmenter: Segmenter, dataset: Dataset, chunk: int = 64) -> dict
     """
     from scipy import ndimage as ndi
 
-    found = {"single point": ([], []), "single box": ([], [])}
+    point, box = SINGLE_POINT.name, SINGLE_BOX.name
+    found = {point: ([], []), box: ([], [])}
     for sample in dataset:
         ids, centres, boxes = gt_prompts(sample.labels)
         emb = segmenter.embed(sample.image)
@@ -132,10 +136,8 @@ def mask_report(segmenter: Segmenter, dataset: Dataset, chunk: int = 64) -> dict
             points = torch.from_numpy(centres[part])[:, None]
             ones = torch.ones(points.shape[:2], dtype=torch.int64)
             by_prompt = {
-                "single point": segmenter.predict(emb, points, ones, multimask=True),
-                "single box": segmenter.predict(
-                    emb, boxes=torch.from_numpy(boxes[part])
-                ),
+                point: segmenter.predict(emb, points, ones, multimask=True),
+                box: segmenter.predict(emb, boxes=torch.from_numpy(boxes[part])),
             }
             for name, (masks, _) in by_prompt.items():
                 for mask, i in zip(masks.cpu().numpy(), ids[part], strict=True):
@@ -186,25 +188,47 @@ def score(model, sets: dict[str, Dataset] | None = None) -> dict:
     return {"held_out": held_out, "masks": pieces, "click_latency_ms": latency}
 
 
-def _train(config: RunConfig, data: Dataset, steps, minutes, log) -> tuple:
-    """Run the training engine; return the model and the steps and time it took."""
-    from .checkpoints import load_run
+def _train(config: RunConfig, data: Dataset, run: Path, steps, minutes, log):
+    """Run the training engine into ``run``; return the model, steps and time.
 
-    with TemporaryDirectory() as tmp:
-        run = Path(tmp) / "run"
-        stop, started = StopToken(), time.monotonic()
-        for event in train(config, run, stop=stop, dataset=data):
-            too_long = minutes is not None and time.monotonic() - started > minutes * 60
-            if too_long or (steps is not None and getattr(event, "step", 0) >= steps):
-                stop.stop()
-            if event.kind == "step" and event.step % 100 == 0:
-                log(
-                    f"step {event.step}: loss {event.loss:.4f} ({event.it_per_s:.2f} it/s)"
-                )
-            elif event.kind == "validation":
-                log(f"step {event.step}: {event.metrics}")
-        model, _ = load_run(run, tag="latest")
-        done = torch.load(run / "state.pt", weights_only=True)["step"]
+    A ``run`` that holds a checkpoint is resumed: same settings, except where
+    the random initial weights were written (the same seed gives the same
+    weights, checked by hash).
+    """
+    from .checkpoints import load_run
+    from .runfolder import read_card
+
+    resume = (run / "state.pt").is_file()
+    if resume:
+        card = read_card(run)
+        started_with = card["run_config"]
+        now = config.to_dict()
+        now["model"]["checkpoint"] = started_with["model"]["checkpoint"]
+        if now["train"]["memory_saving"] == "auto":  # the card holds it resolved
+            now["train"]["memory_saving"] = started_with["train"]["memory_saving"]
+        if any(  # a setting added since the run started reads as None there
+            value != started_with.get(part, {}).get(name)
+            for part in ("data", "model", "method", "train")
+            for name, value in now[part].items()
+        ):
+            raise UserError(f"{run} was started with other pretraining settings.")
+        if card["base_model"]["hash"] != file_hash(config.model.checkpoint):
+            raise UserError(f"{run} was started from other initial weights.")
+        log(f"resuming {run}")
+    stop, started = StopToken(), time.monotonic()
+    events = train(
+        config, run, stop=stop, dataset=data, resume=resume, allow_changes=resume
+    )
+    for event in events:
+        too_long = minutes is not None and time.monotonic() - started > minutes * 60
+        if too_long or (steps is not None and getattr(event, "step", 0) >= steps):
+            stop.stop()
+        if event.kind == "step" and event.step % 100 == 0:
+            log(f"step {event.step}: loss {event.loss:.4f} ({event.it_per_s:.2f} it/s)")
+        elif event.kind == "validation":
+            log(f"step {event.step}: {event.metrics}")
+    model, _ = load_run(run, tag="latest")
+    done = torch.load(run / "state.pt", weights_only=True)["step"]
     return model, done, time.monotonic() - started
 
 
@@ -212,13 +236,16 @@ def pretrain(
     steps: int | None = None,
     minutes: float | None = None,
     out: Path | None = None,
+    run_dir: Path | None = None,
     log=print,
 ) -> dict:
     """Pretrain the demo model from a seed; write its weights and card.
 
     The schedule spans ``PRETRAIN.iterations``; training stops there, after
     ``steps`` steps, or after ``minutes`` of wall time, whichever comes first.
-    With ``steps`` the result is reproducible on the CPU.
+    With ``steps`` the result is reproducible on the CPU. ``run_dir`` keeps
+    the training run (checkpoints, events, curves; by default it is removed),
+    and a ``run_dir`` that holds a checkpoint is resumed.
     """
     from .checkpoints import save_tensors
 
@@ -236,7 +263,8 @@ def pretrain(
             make_config("full"),
             PRETRAIN,
         )
-        model, done, wall = _train(config, data, steps, minutes, log)
+        run = Path(run_dir) if run_dir else Path(tmp) / "run"
+        model, done, wall = _train(config, data, run, steps, minutes, log)
     save_tensors(out, model.state_dict())
     card = {
         "model": "demo",
@@ -276,8 +304,13 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--out", type=Path, help="weights file (default: the package's)"
     )
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        help="keep the training run here; resume it if it holds a checkpoint",
+    )
     args = parser.parse_args(argv)
-    card = pretrain(args.steps, args.minutes, args.out)
+    card = pretrain(args.steps, args.minutes, args.out, args.run_dir)
     print(json.dumps({k: card[k] for k in ("held_out", "masks", "click_latency_ms")}))
 
 

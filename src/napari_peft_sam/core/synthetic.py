@@ -44,6 +44,7 @@ class Style:
     elongation: float  # maximal aspect ratio
     texture: float  # chromatin texture contrast
     spots: float  # chromatin spots per 100 px of nucleus area
+    nucleoli: float  # darker nucleoli per nucleus
     edge_falloff: float  # how much dimmer a nucleus is at its rim (boundary contrast)
     brightness_spread: float  # log-normal sigma of nucleus brightness
     mitotic: float  # fraction of small, bright, compact nuclei
@@ -72,6 +73,7 @@ def draw_style(rng: np.random.Generator) -> Style:
         elongation=rng.uniform(1.0, 1.8),
         texture=rng.uniform(0.0, 0.45),
         spots=rng.uniform(0.0, 2.5),
+        nucleoli=rng.choice([0.0, rng.uniform(0.5, 3)]),
         edge_falloff=rng.uniform(0.05, 0.7),
         brightness_spread=rng.uniform(0.1, 0.6),
         mitotic=rng.choice([0.0, rng.uniform(0.0, 0.12)]),
@@ -226,12 +228,15 @@ def render_signal(rng, style: Style, nuclei, labels, rho) -> np.ndarray:
     texture = np.where(mitotic, 1 + 0.3 * (texture - 1), np.clip(texture, 0.2, None))
     signal = np.where(inside, brightness[labels] * profile * texture, 0.0)
     # chromatin spots (heterochromatin foci), brighter than the nucleoplasm
-    n_spots = rng.poisson(style.spots * inside.sum() / 100)
-    spots = np.zeros((SIZE, SIZE))
-    ys, xs = rng.integers(0, SIZE, (2, n_spots))
-    np.add.at(spots, (ys, xs), rng.uniform(2, 7, n_spots))
+    spots = _impulses(rng, inside, style.spots * inside.sum() / 100, (2, 7))
     spots = ndi.gaussian_filter(spots, rng.uniform(0.7, 1.4)) * inside
     signal += spots * brightness[labels] * ~mitotic
+    if style.nucleoli:  # darker, larger nucleoli deep inside
+        sigma = max(0.8, 0.15 * style.radius)
+        deep = (rho < 0.6) & ~mitotic
+        holes = _impulses(rng, deep, style.nucleoli * len(nuclei), (1, 1))
+        holes = ndi.gaussian_filter(holes, sigma) * 2 * np.pi * sigma**2
+        signal *= 1 - rng.uniform(0.2, 0.6) * np.clip(holes, 0, 1)
     # touching nuclei: a faint dip where two labels meet
     edge = _label_contacts(labels)
     signal *= 1 - rng.uniform(0.1, 0.5) * ndi.gaussian_filter(edge, 0.7) / 0.4
@@ -242,6 +247,15 @@ def render_signal(rng, style: Style, nuclei, labels, rho) -> np.ndarray:
         glow = _blur(inside.astype(float), 0.8 * style.radius)
         signal += style.cytoplasm * glow * _smooth_noise(rng, 3).clip(-1, 2) ** 2
     return np.clip(signal, 0, None)
+
+
+def _impulses(rng, where: np.ndarray, expected: float, heights) -> np.ndarray:
+    """A Poisson number of point sources at random pixels of ``where``."""
+    pixels = np.flatnonzero(where)
+    n = rng.poisson(expected) if len(pixels) else 0
+    field = np.zeros(SIZE * SIZE)
+    np.add.at(field, rng.choice(pixels, n) if n else [], rng.uniform(*heights, n))
+    return field.reshape(SIZE, SIZE)
 
 
 def _label_contacts(labels: np.ndarray) -> np.ndarray:
