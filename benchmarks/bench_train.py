@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_peft_sam.core import training
+from napari_peft_sam.core import trainer as engine
 from napari_peft_sam.core.config import DataSpec, ModelSpec, RunConfig, TrainConfig
 from napari_peft_sam.core.data import Dataset
 from napari_peft_sam.core.device import autocast_for, machine_summary
@@ -65,7 +65,7 @@ def sync(device):
 def ours(base, args, device, batches, precision: str, **settings):
     """A real Trainer on ``base``'s weights whose batches come from ``batches``."""
     info = BaseModelInfo(args.model, args.model, "random", image_size=args.image_size)
-    training.load_base_model = lambda *a, **k: (copy.deepcopy(base), info)
+    engine.load_base_model = lambda *a, **k: (copy.deepcopy(base), info)
     config = RunConfig(
         DataSpec(dataset="nuclei"),
         ModelSpec(args.model, None, args.image_size),
@@ -85,7 +85,7 @@ def ours(base, args, device, batches, precision: str, **settings):
         ),
     )
     data = Dataset(sample_dataset("nuclei").samples[:3], "three")
-    trainer = training.Trainer(config, Path("unused"), data)
+    trainer = engine.Trainer(config, Path("unused"), data)
     queue = iter(batches * 10**4)
     trainer._batch = lambda: next(queue)
     trainer.train_step()  # warm-up: kernels, allocator, autocast caches
@@ -198,7 +198,7 @@ CHILD = """
 import json, resource, sys
 from pathlib import Path
 import torch
-from napari_peft_sam.core import training
+from napari_peft_sam.core import trainer as engine
 from napari_peft_sam.core.config import DataSpec, ModelSpec, RunConfig, TrainConfig
 from napari_peft_sam.core.data import Dataset
 from napari_peft_sam.core.methods import make_config
@@ -209,11 +209,11 @@ arch, size, train, legacy = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3
 def random_weights(*args, **kwargs):
     sam = random_sam(ARCHITECTURES[arch], seed=0, image_size=size)
     return sam, BaseModelInfo(arch, arch, "random", image_size=size)
-training.load_base_model = random_weights
+engine.load_base_model = random_weights
 config = RunConfig(DataSpec(dataset="nuclei"), ModelSpec(arch, None, size),
                    make_config("lora", {"rank": 32}), TrainConfig(**train))
-trainer = training.Trainer(config, Path("unused"),
-                           Dataset(sample_dataset("nuclei").samples[:3], "three"))
+trainer = engine.Trainer(config, Path("unused"),
+                         Dataset(sample_dataset("nuclei").samples[:3], "three"))
 if legacy == "1":  # before memory saving: one graph over every pass, one backward
     def step():
         trainer.step += 1

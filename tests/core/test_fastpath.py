@@ -12,7 +12,7 @@ from napari_peft_sam.core.fastpath import enable_fast_path
 from napari_peft_sam.core.methods import apply_method, available_methods, make_config
 from napari_peft_sam.core.models import load_base_model
 from napari_peft_sam.core.sources import sample_dataset
-from napari_peft_sam.core.training import Trainer
+from napari_peft_sam.core.trainer import Trainer
 from tests.helpers import make_image, perturb_trainable, sam_forward
 
 METHODS = [m for m in available_methods() if m != "qlora"]

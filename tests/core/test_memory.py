@@ -52,7 +52,7 @@ def todays_step(trainer):
 def test_memory_saving_gives_todays_losses(level, monkeypatch):
     """Five steps (tiny at 224 px: windows padded) agree to 1e-4 with today's path."""
     # small chunks, so that 5 objects and a 14 x 14 grid are really split
-    monkeypatch.setattr(training, "OBJECT_CHUNK", 2)
+    monkeypatch.setattr("napari_peft_sam.core.trainer.OBJECT_CHUNK", 2)
     monkeypatch.setattr(fastpath, "LEAN_ELEMENTS", 2 * 14 * 14 * 5)
     data = Dataset(sample_dataset("nuclei").samples[:3], "three")
     reference = training.Trainer(run_config(memory_saving="off"), Path("x"), data)
@@ -80,7 +80,7 @@ CHILD = textwrap.dedent(
     """
     import json, resource, sys
     from pathlib import Path
-    from napari_peft_sam.core import training
+    from napari_peft_sam.core import trainer as engine
     from napari_peft_sam.core.config import DataSpec, ModelSpec, RunConfig, TrainConfig
     from napari_peft_sam.core.data import Dataset
     from napari_peft_sam.core.methods import make_config
@@ -94,13 +94,13 @@ CHILD = textwrap.dedent(
     def random_weights(name, checkpoint=None, image_size=None, device="cpu"):
         sam = random_sam(ARCHITECTURES[arch], seed=0, image_size=size)
         return sam, BaseModelInfo(arch, arch, "random", image_size=size)
-    training.load_base_model = random_weights
+    engine.load_base_model = random_weights
     config = RunConfig(
         DataSpec(dataset="nuclei"), ModelSpec(arch, None, size),
         make_config("lora", {"rank": 32}), TrainConfig(**train),
     )
     data = Dataset(sample_dataset("nuclei").samples[:3], "three")
-    trainer = training.Trainer(config, Path("unused"), data)
+    trainer = engine.Trainer(config, Path("unused"), data)
     losses = [trainer.train_step()[0] for _ in range(2)]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"peak_mb": peak, "losses": losses,

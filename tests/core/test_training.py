@@ -201,7 +201,7 @@ def test_non_finite_loss_stops_with_a_message(tmp_path, small_data, monkeypatch)
             losses.loss = losses.loss * float("nan")
         return losses
 
-    monkeypatch.setattr(training, "iterative_loss", poisoned)
+    monkeypatch.setattr("napari_peft_sam.core.trainer.iterative_loss", poisoned)
     with pytest.raises(TrainingError, match="loss became nan at step 4"):
         drain(
             train(
