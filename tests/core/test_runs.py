@@ -24,7 +24,7 @@ SPEC = {
 
 
 def _gui_run(tmp_path, storage):
-    from napari_peft_sam.core import service
+    from napari_peft_sam.core import service_runs
     from napari_peft_sam.core.sources import sample_dataset
 
     samples = list(sample_dataset("organoids"))[:3]
@@ -43,7 +43,7 @@ def _gui_run(tmp_path, storage):
         "train": QUICK,
     }
     return run_to_end(
-        service.train(config, str(tmp_path / "gui-run"), source, storage, "gui")
+        service_runs.train(config, str(tmp_path / "gui-run"), source, storage, "gui")
     )
 
 
