@@ -27,7 +27,8 @@ class DemoCommand(Command):
         )
         print("\nLoRA on organoids (held-out images, mSA):\n")
         print(results.markdown(out["table"]))
-        print(f"\nheatmap: {out['heatmap']}")
+        if out["heatmap"]:
+            print(f"\nheatmap: {out['heatmap']}")
         print(f"results store: {out['storage']}  ({time.monotonic() - started:.0f} s)")
         print(
             f"print them again any time: napari-peft-sam report --storage {out['storage']}"

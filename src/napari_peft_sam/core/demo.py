@@ -52,11 +52,13 @@ def run_demo(workdir: Path, log=print, spec=None) -> dict:
     launch(spec, storage, workdir / "runs")
     table = results.rows(storage, [spec.name])
     log("3/3 results")
-    heatmap = workdir / "heatmap_single_box.png"
-    results.heatmap(table, catalog.PRIMARY, "rank", "alpha", heatmap)
+    heatmap, axes = None, list(dict.fromkeys(k for grid in spec.grid for k in grid))
+    if len(axes) >= 2:  # the preset's rank x alpha; a one-axis spec has no grid
+        heatmap = workdir / f"heatmap_{catalog.PRIMARY.replace(' ', '_')}.png"
+        results.heatmap(table, catalog.PRIMARY, axes[0], axes[1], heatmap)
     return {
         "storage": storage,
         "base": base.metrics,
         "table": table,
-        "heatmap": str(heatmap),
+        "heatmap": heatmap and str(heatmap),
     }
