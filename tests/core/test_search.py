@@ -101,7 +101,9 @@ def test_real_search_reports_msa_on_validation_images_at_each_rung(tmp_path):
             "seeds": 1,
         }
     )
-    study = run_search(str(tmp_path / "s.journal"), spec, 2, tmp_path / "runs")
+    study = run_search(
+        str(tmp_path / "s.journal"), spec, 2, tmp_path / "runs", signal="msa"
+    )
     trained = [t for t in study.trials if not t.user_attrs.get("duplicate")]
     assert len(trained) == 2 and trained[0].state.name == "COMPLETE"
     assert set(trained[0].intermediate_values) == {2}  # not at step 4, the end
