@@ -301,6 +301,58 @@ def memory_rows(device, cases=MEMORY_CASES) -> list[dict]:
     return rows
 
 
+def precision_check(iterations: int, seeds=(0, 1)) -> dict:
+    """Held-out metrics of demo LoRA runs trained in float32 and in bfloat16.
+
+    The demo preset's first point (organoids, the demo model's quick recipe),
+    ``iterations`` steps per run, each precision with every seed; evaluated in
+    float32 on the held-out images, so only the training precision differs.
+    The seed-to-seed spread in float32 is the noise the difference is judged by.
+    """
+    import dataclasses
+    import tempfile
+
+    from napari_peft_sam.core.evaluation import evaluate_model
+    from napari_peft_sam.core.events import run_to_end
+    from napari_peft_sam.core.presets import preset
+    from napari_peft_sam.core.splits import held_out
+    from napari_peft_sam.core.training import train
+
+    spec = preset("demo")
+    base = spec.run_config({"rank": 8, "alpha": 4})
+    test_set = held_out(base)
+    metrics = ["single point", "single box"]
+    scores = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in ("float32", "bfloat16"):
+            for seed in seeds:
+                cfg = dataclasses.replace(
+                    base.train, iterations=iterations, seed=seed, precision=precision
+                )
+                config = dataclasses.replace(base, train=cfg)
+                run = Path(tmp) / f"{precision}_{seed}"
+                run_to_end(train(config, run))
+                result = run_to_end(
+                    evaluate_model(test_set, metrics, run_dir=run, device="cpu")
+                )
+                scores[f"{precision}_seed{seed}"] = {
+                    m: result.metrics[m] for m in metrics
+                }
+                print(
+                    json.dumps({precision: seed, **scores[f"{precision}_seed{seed}"]}),
+                    file=sys.stderr,
+                )
+    out = {"iterations": iterations, "held_out_images": len(test_set), "scores": scores}
+    for m in metrics:
+        fp32 = [scores[f"float32_seed{s}"][m] for s in seeds]
+        bf16 = [scores[f"bfloat16_seed{s}"][m] for s in seeds]
+        out[f"{m} float32 mean"] = float(np.mean(fp32))
+        out[f"{m} bfloat16 mean"] = float(np.mean(bf16))
+        out[f"{m} seed spread float32"] = float(np.ptp(fp32))
+        out[f"{m} bf16 - fp32"] = float(np.mean(bf16) - np.mean(fp32))
+    return out
+
+
 def machine_tag(summary: dict) -> str:
     name = summary["gpu"] or summary["cpu"]
     return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
@@ -326,6 +378,12 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--memory", action="store_true", help="peak memory vs the estimate, per setting"
     )
+    parser.add_argument(
+        "--precision-check",
+        type=int,
+        metavar="STEPS",
+        help="demo LoRA in float32 and bfloat16, held-out metrics (this many steps)",
+    )
     parser.add_argument("--save", action="store_true", help="write benchmarks/results/")
     args = parser.parse_args(argv)
     if args.quick:
@@ -334,6 +392,8 @@ def main(argv=None) -> dict:
     summary = machine_summary()
     if args.memory:
         result, mode = {"memory": memory_rows(device)}, "memory"
+    elif args.precision_check:
+        result, mode = precision_check(args.precision_check), "precision"
     else:
         result, mode = speed(args, device), f"{args.model}_{args.image_size}"
     result["machine"] = summary

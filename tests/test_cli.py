@@ -71,7 +71,9 @@ def test_export_cli_writes_a_merged_file(tmp_path, capsys):
         == 0
     )
     printed = capsys.readouterr().out
-    assert out.is_file() and "napari-peft-sam train --model tiny --checkpoint" in printed
+    assert (
+        out.is_file() and "napari-peft-sam train --model tiny --checkpoint" in printed
+    )
 
 
 @pytest.mark.parametrize("module", ["napari_peft_sam.core", "napari_peft_sam.cli"])

@@ -19,8 +19,8 @@ def run_config(size=224, **train):
     settings = {
         "lr": 1e-3,
         "iterations": 5,
-        "n_objects": 5,
-        "n_sub_iterations": 3,
+        "n_objects": 4,
+        "n_sub_iterations": 2,
         "val_patches": 1,
         "precision": "float32",
         **train,
@@ -48,21 +48,21 @@ def todays_step(trainer):
     return float(loss)
 
 
-@pytest.mark.parametrize("level", ["off", "chunks", "checkpoint"])
-def test_memory_saving_gives_todays_losses(level, monkeypatch):
+def test_memory_saving_gives_todays_losses(monkeypatch):
     """Five steps (tiny at 224 px: windows padded) agree to 1e-4 with today's path."""
-    # small chunks, so that 5 objects and a 14 x 14 grid are really split
+    # small chunks, so that 4 objects and a 14 x 14 grid are really split
     monkeypatch.setattr("napari_peft_sam.core.trainer.OBJECT_CHUNK", 2)
     monkeypatch.setattr(fastpath, "LEAN_ELEMENTS", 2 * 14 * 14 * 5)
     data = Dataset(sample_dataset("nuclei").samples[:3], "three")
     reference = training.Trainer(run_config(memory_saving="off"), Path("x"), data)
     assert reference.object_chunk is None and not reference.block_checkpointing
     want = [todays_step(reference) for _ in range(5)]
-    trainer = training.Trainer(run_config(memory_saving=level), Path("x"), data)
-    assert (trainer.object_chunk == 2) == (level != "off")
-    assert trainer.block_checkpointing == (level == "checkpoint")
-    got = [trainer.train_step()[0] for _ in range(5)]
-    assert got == pytest.approx(want, abs=1e-4)
+    for level in ("off", "chunks", "checkpoint"):
+        trainer = training.Trainer(run_config(memory_saving=level), Path("x"), data)
+        assert (trainer.object_chunk == 2) == (level != "off")
+        assert trainer.block_checkpointing == (level == "checkpoint")
+        got = [trainer.train_step()[0] for _ in range(5)]
+        assert got == pytest.approx(want, abs=1e-4), level
 
 
 def test_auto_is_resolved_and_recorded_before_the_model_loads(monkeypatch):

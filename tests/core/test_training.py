@@ -146,7 +146,10 @@ def test_cli_user_errors_exit_2(tmp_path, capsys):
     for extra, message in [
         (["--method", "lora", "--set", "rank=0"], "rank must be"),
         (["--method", "lora", "--lr", "5"], "lr must be a number > 0"),
-        (["--method", "lora", "--iterations", "0"], "iterations must be an integer >= 1"),
+        (
+            ["--method", "lora", "--iterations", "0"],
+            "iterations must be an integer >= 1",
+        ),
         (["--method", "nope"], "Unknown PEFT method"),
         (
             ["--method", "lora", "--device", "cuda:0"]
