@@ -12,6 +12,7 @@ from napari_peft_sam.core import device as dev
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv(dev.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(dev, "_decided", {})
+    monkeypatch.setattr(dev, "machine_busy", lambda: False)
     return tmp_path / dev.CACHE_FILE
 
 
@@ -53,6 +54,28 @@ def test_timing_runs_once_and_is_cached_per_model_and_purpose(cache, monkeypatch
     monkeypatch.setattr(dev, "_decided", {})
     assert dev.autocast_for("cpu", "vit_b") is torch.bfloat16
     assert len(calls) == 2
+
+
+def test_a_choice_timed_on_a_busy_machine_is_used_but_not_cached(cache, monkeypatch):
+    calls = []
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda caps=None: True)
+    monkeypatch.setattr(dev, "time_block_precisions", fake_timing(calls))
+    monkeypatch.setattr(dev, "machine_busy", lambda: True)
+    assert dev.autocast_for("cpu", "vit_b") is torch.bfloat16
+    assert dev.autocast_for("cpu", "vit_b") is torch.bfloat16  # decided for now
+    assert len(calls) == 1 and not cache.exists()
+    monkeypatch.setattr(dev, "_decided", {})  # the next process, on a quiet machine
+    monkeypatch.setattr(dev, "machine_busy", lambda: False)
+    assert dev.autocast_for("cpu", "vit_b") is torch.bfloat16
+    assert len(calls) == 2 and cache.exists()
+
+
+def test_machine_busy_reads_the_load_average(monkeypatch):
+    monkeypatch.setattr(dev.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(dev.os, "getloadavg", lambda: (0.4, 0, 0))
+    assert not dev.machine_busy()
+    monkeypatch.setattr(dev.os, "getloadavg", lambda: (6.0, 0, 0))
+    assert dev.machine_busy()
 
 
 def test_a_damaged_cache_is_timed_again(cache, monkeypatch):
