@@ -208,9 +208,8 @@ class ModelWidget(QWidget):
         self.memory = memory_check_for(self.session)
         self.memory_label = QLabel(memory_line(self.memory.report))
         self.memory_label.setWordWrap(True)
-        self.memory.changed.connect(
-            lambda report: self.memory_label.setText(memory_line(report))
-        )
+        # a bound method: Qt drops the connection when this widget is deleted
+        self.memory.changed.connect(self._show_memory)
 
         form = QFormLayout()
         form.addRow("base model", self.model)
@@ -230,6 +229,9 @@ class ModelWidget(QWidget):
         self.session.when_ready(self._populate)
 
     # -- catalog -----------------------------------------------------------------------
+
+    def _show_memory(self, report) -> None:
+        self.memory_label.setText(memory_line(report))
 
     def _populate(self, catalog: dict) -> None:
         if self.method.count():

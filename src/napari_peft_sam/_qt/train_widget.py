@@ -134,9 +134,8 @@ class TrainWidget(QWidget):
         self.memory = memory_check_for(self.session)
         self.memory_label = QLabel(memory_line(self.memory.report))
         self.memory_label.setWordWrap(True)
-        self.memory.changed.connect(
-            lambda report: self.memory_label.setText(memory_line(report))
-        )
+        # a bound method: Qt drops the connection when this widget is deleted
+        self.memory.changed.connect(self._show_memory)
         self.loss_plot = CurvePlot("training loss")
         self.val_plot = CurvePlot("validation")
 
@@ -160,6 +159,9 @@ class TrainWidget(QWidget):
         self.stop_button.clicked.connect(self.stop)
         self.export_button.clicked.connect(self.export)
         self.session.when_ready(self._populate)
+
+    def _show_memory(self, report) -> None:
+        self.memory_label.setText(memory_line(report))
 
     def _populate(self, catalog: dict) -> None:
         if self.form is not None:
