@@ -222,18 +222,7 @@ def available_mb(device) -> float | None:
         return free / 2**20 - CUDA_CONTEXT_MB
     if device.type != "cpu":
         return None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    try:
-        import psutil
-    except ImportError:
-        return None
-    return psutil.virtual_memory().available / 2**20
+    return system_available_mb()
 
 
 def preflight(config, device, amp="auto", free_mb: float | None = None) -> Plan:
