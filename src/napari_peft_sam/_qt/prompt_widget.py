@@ -305,8 +305,10 @@ class PromptWidget(QWidget):
 
         def done(mask, layer_name=layer_name, model=model):
             self.latencies.append(time.perf_counter() - sent)
-            self._show_mask(layer_name, mask)
-            self._next(layer_name, model)
+            try:
+                self._show_mask(layer_name, mask)
+            finally:  # never leave the layer busy: later prompts would wait forever
+                self._next(layer_name, model)
 
         def failed(message, user, layer_name=layer_name, model=model):
             from ._session import notify_failure
