@@ -74,12 +74,19 @@ class ServiceClient(QObject):
 
     # -- public --------------------------------------------------------------------
 
-    def call(self, request) -> Job:
-        """Send a typed request (``core.requests``); returns its :class:`Job`."""
+    def call(self, request, connect=None) -> Job:
+        """Send a typed request (``core.requests``); returns its :class:`Job`.
+
+        ``connect(job)`` runs before the request is sent: a slot connected
+        after sending could miss a fast reply (the reader thread emits it as
+        soon as it arrives).
+        """
         with self._lock:
             self._next += 1
             job = Job(self, self._next, request)
             self._jobs[job.number] = job
+        if connect is not None:
+            connect(job)
         self.send((job.number, request))
         return job
 

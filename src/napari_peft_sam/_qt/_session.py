@@ -92,13 +92,15 @@ class Session(QObject):
         self, request: requests.Request, on_done=None, on_event=None, on_failed=None
     ) -> Job:
         """A service request with its callbacks; failures become notifications."""
-        job = self.service.call(request)
-        if on_event is not None:
-            job.event.connect(on_event)
-        if on_done is not None:
-            job.done.connect(on_done)
-        job.failed.connect(on_failed or notify_failure)
-        return job
+
+        def connect(job: Job) -> None:
+            if on_event is not None:
+                job.event.connect(on_event)
+            if on_done is not None:
+                job.done.connect(on_done)
+            job.failed.connect(on_failed or notify_failure)
+
+        return self.service.call(request, connect)
 
     def _on_catalog(self, catalog: dict) -> None:
         self.catalog = catalog
