@@ -34,7 +34,7 @@ from .methods import make_config
 from .models import ARCHITECTURES, demo_weights, file_hash, random_sam
 from .sources import sample_dataset
 from .synthetic import HELD_OUT_SEED, TRAIN_SEED, synthetic_dataset
-from .training import train
+from .training import check_resume, train
 
 COMMAND = "python -m napari_peft_sam.core.pretrain"
 PRETRAIN = TrainConfig(
@@ -201,17 +201,8 @@ def _train(config: RunConfig, data: Dataset, run: Path, steps, minutes, log):
     resume = (run / "state.pt").is_file()
     if resume:
         card = read_card(run)
-        started_with = card["run_config"]
-        now = config.to_dict()
-        now["model"]["checkpoint"] = started_with["model"]["checkpoint"]
-        if now["train"]["memory_saving"] == "auto":  # the card holds it resolved
-            now["train"]["memory_saving"] = started_with["train"]["memory_saving"]
-        if any(  # a setting added since the run started reads as None there
-            value != started_with.get(part, {}).get(name)
-            for part in ("data", "model", "method", "train")
-            for name, value in now[part].items()
-        ):
-            raise UserError(f"{run} was started with other pretraining settings.")
+        # the initial weights were written elsewhere: checked by hash below
+        check_resume(config, run, also={"checkpoint"})
         if card["base_model"]["hash"] != file_hash(config.model.checkpoint):
             raise UserError(f"{run} was started from other initial weights.")
         log(f"resuming {run}")

@@ -102,13 +102,28 @@ def _write_card(trainer: Trainer, status: str, **extra) -> None:
     update_card(trainer.run_dir, merge)
 
 
-def _check_resume(config: RunConfig, run_dir: Path, allow_changes: bool) -> None:
-    """Refuse to resume with other settings than the run was started with."""
+# Settings a resume may change: how the run executes, not what it learns
+# (``memory_saving`` auto is recorded resolved, so it reads as changed).
+RESUMABLE = {
+    "device",
+    "precision",
+    "iterations",
+    "compile",
+    "fast_path",
+    "memory_saving",
+}
+
+
+def check_resume(
+    config: RunConfig, run_dir: Path, allow_changes: bool = False, also=()
+) -> None:
+    """Refuse to resume with other settings than the run was started with
+    (``also``: further setting names the caller has checked itself)."""
     if allow_changes:
         return
     started = read_card(run_dir).get("run_config") or {}
     now = config.to_dict()
-    ignore = {"device", "precision", "iterations", "compile", "fast_path"}
+    ignore = RESUMABLE | set(also)
     changed = [
         f"{part}.{name}"
         for part in ("data", "model", "method", "train")
@@ -147,7 +162,7 @@ def train(
                 )
             )
     if resume:
-        _check_resume(config, run_dir, allow_changes)
+        check_resume(config, run_dir, allow_changes)
     trainer = Trainer(config, run_dir, dataset)
     trainer.fingerprint = fingerprint(trainer.train_set)
     trainer.train_hashes = image_hashes(trainer.train_set)
