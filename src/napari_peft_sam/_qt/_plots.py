@@ -13,6 +13,16 @@ GRID = QColor("#454a55")
 COLORS = [QColor("#5aa9e6"), QColor("#f39c4a"), QColor("#7bd389"), QColor("#e06080")]
 
 
+def plot_painter(widget: QWidget) -> QPainter:
+    """An antialiased painter on ``widget`` with the plots' small font."""
+    painter = QPainter(widget)
+    painter.setRenderHint(QPainter.Antialiasing)
+    font = QFont(painter.font())
+    font.setPointSizeF(max(7.0, font.pointSizeF() * 0.85))
+    painter.setFont(font)
+    return painter
+
+
 def _fmt(x: float) -> str:
     if x == 0:
         return "0"
@@ -41,11 +51,7 @@ class CurvePlot(QWidget):
             self.update()
 
     def paintEvent(self, _event) -> None:
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.Antialiasing)
-        font = QFont(painter.font())
-        font.setPointSizeF(max(7.0, font.pointSizeF() * 0.85))
-        painter.setFont(font)
+        painter = plot_painter(self)
         left, top, right, bottom = 52, 18, 10, 30
         plot = QRectF(
             left, top, self.width() - left - right, self.height() - top - bottom

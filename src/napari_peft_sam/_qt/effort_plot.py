@@ -10,11 +10,11 @@ paints them.
 from __future__ import annotations
 
 from qtpy.QtCore import QPointF, QRectF, Qt
-from qtpy.QtGui import QFont, QPainter, QPen, QPolygonF
+from qtpy.QtGui import QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from ..core.annotations import AnnotationSet, curve, list_sets
-from ._plots import COLORS, GRID, TEXT
+from ._plots import COLORS, GRID, TEXT, plot_painter
 from ._session import session_for
 
 CLICKS, MSA = COLORS[0], COLORS[1]
@@ -33,11 +33,7 @@ class CurveCanvas(QWidget):
         self.update()
 
     def paintEvent(self, _event) -> None:
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.Antialiasing)
-        font = QFont(painter.font())
-        font.setPointSizeF(max(7.0, font.pointSizeF() * 0.85))
-        painter.setFont(font)
+        painter = plot_painter(self)
         plot = QRectF(44, 22, self.width() - 88, self.height() - 52)
         painter.setPen(QPen(GRID))
         painter.drawRect(plot)
