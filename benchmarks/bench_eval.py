@@ -10,6 +10,7 @@ architecture.
 
     python benchmarks/bench_eval.py --quick     # CPU, < 2 minutes (demo model at 1024)
     python benchmarks/bench_eval.py             # vit_b at 1024 (random weights)
+    python benchmarks/bench_eval.py --quick --no-clicks --profile 1  # + top ops
 
 Both sides are timed in wall-clock seconds and in this process's CPU seconds
 (``*_cpu_s_per_image``: robust to other work on a shared machine, where the
@@ -23,6 +24,7 @@ The last line is one JSON object, with the machine.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
@@ -118,6 +120,22 @@ def time_microsam(sam, dataset, device):
     return clock, metrics
 
 
+def profile_sides(sam, dataset, device, autocast, n: int) -> dict:
+    """Top ops of ``n`` images (one step = one image) of each side."""
+
+    def per_image(evaluate_set):
+        images = itertools.cycle(dataset)
+        return lambda: evaluate_set(Dataset([next(images)], dataset.source))
+
+    sides = {
+        "ours": per_image(lambda d: time_ours(sam, d, device, autocast)),
+        "microsam": per_image(lambda d: time_microsam(sam, d, device)),
+    }
+    cuda = device.type == "cuda"
+    rows = {side: machine.profile(side, step, n, cuda) for side, step in sides.items()}
+    return {**rows, "steps": n}
+
+
 def click_latency(sam, image, device, clicks: int, autocast=None):
     segmenter = Segmenter(sam, device, autocast=autocast)
     start = time.perf_counter()
@@ -167,6 +185,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--save", action="store_true", help="write results/")
     parser.add_argument("--no-clicks", action="store_true", help="skip click latency")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        metavar="STEPS",
+        help="profile this many images of each side's evaluation (top ops)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -198,12 +222,15 @@ def main(argv=None) -> dict:
         "ours_metrics": ours_metrics,
         "microsam_metrics": theirs_metrics,
     }
+    if args.profile:
+        result["profile"] = profile_sides(big, dataset, device, autocast, args.profile)
     if not args.no_clicks:
         result.update(clicks(args, dataset[0].image, device, autocast))
     result["machine"] = machine.summary()
     result["command"] = " ".join(["python benchmarks/bench_eval.py", *sys.argv[1:]])
     for key, value in result.items():
-        print(f"{key:>26}: {value}", file=sys.stderr)
+        if key != "profile":  # its tables are printed above
+            print(f"{key:>26}: {value}", file=sys.stderr)
     if args.save:
         print(f"saved {machine.save(f'eval_{compare}_1024', result)}", file=sys.stderr)
     print(json.dumps(result))

@@ -11,6 +11,7 @@ Data loading is excluded on both sides (a fixed set of patches).
     python benchmarks/bench_train.py --quick          # tiny, CPU
     python benchmarks/bench_train.py --model vit_b --image-size 256
     python benchmarks/bench_train.py --memory         # peak RSS vs the estimate
+    python benchmarks/bench_train.py --quick --profile 3  # + top ops of each side
     python benchmarks/bench_train.py --model vit_b --image-size 1024 --batch 2 \\
         --device cuda                                 # the GPU figures
 
@@ -27,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+import machine
 import numpy as np
 import torch
 
@@ -191,7 +193,20 @@ def speed(args, device) -> dict:
         peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), 989e12)
         result["mfu"] = best * flops / peak
         result["grid_105x5000_gpu_hours"] = 105 * 5000 / best / 3600
+    if args.profile:
+        result["profile"] = profile_sides(steps, rates, auto, args.profile, device)
     return result
+
+
+def profile_sides(steps: dict, rates: dict, auto: str, n: int, device) -> dict:
+    """Top ops of ``n`` steps of our chosen mode and of the faster micro-sam mode."""
+    modes = {
+        "ours": "ours_bf16" if auto == "bfloat16" else "ours_fp32",
+        "microsam": max(("microsam", "microsam_fp32"), key=rates.get),
+    }
+    cuda = device.type == "cuda"
+    rows = {side: machine.profile(m, steps[m], n, cuda) for side, m in modes.items()}
+    return {**rows, "steps": n, "modes": modes}
 
 
 CHILD = """
@@ -384,6 +399,12 @@ def main(argv=None) -> dict:
         metavar="STEPS",
         help="demo LoRA in float32 and bfloat16, held-out metrics (this many steps)",
     )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        metavar="STEPS",
+        help="after the race, profile this many steps of each side (top ops)",
+    )
     parser.add_argument("--save", action="store_true", help="write benchmarks/results/")
     args = parser.parse_args(argv)
     if args.quick:
@@ -398,6 +419,8 @@ def main(argv=None) -> dict:
         result, mode = speed(args, device), f"{args.model}_{args.image_size}"
     result["machine"] = summary
     for key, value in result.items():
+        if key == "profile":  # its tables are printed above
+            continue
         text = f"{value:.3f}" if isinstance(value, float) else value
         print(f"{key:>26}: {text}", file=sys.stderr)
     if args.save:

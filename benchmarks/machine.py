@@ -39,3 +39,37 @@ def save(name: str, result: dict) -> Path:
     path = RESULTS / f"{name}_{slug(result.get('machine'))}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
+
+
+def profile(label: str, step, steps: int, cuda: bool = False, top: int = 12) -> list:
+    """Profile ``steps`` calls of ``step``; its top ops by self CPU time.
+
+    Prints the profiler's table (top 15) to stderr under ``label`` and returns
+    the ``top`` ops as rows: name, self CPU ms per step, share of the total
+    self CPU time and calls per step.
+    """
+    import sys
+
+    import torch
+    from torch.profiler import ProfilerActivity
+
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        if cuda:
+            torch.cuda.synchronize()
+    events = prof.key_averages()
+    print(f"--- profile: {label}, {steps} steps ---", file=sys.stderr)
+    print(events.table(sort_by="self_cpu_time_total", row_limit=15), file=sys.stderr)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [
+        {
+            "op": e.key,
+            "self_ms_per_step": round(e.self_cpu_time_total / 1000 / steps, 3),
+            "share": round(e.self_cpu_time_total / total, 4),
+            "calls_per_step": round(e.count / steps, 2),
+        }
+        for e in ranked[:top]
+    ]
