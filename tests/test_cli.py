@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from napari_peft_sam.cli import main
+from napari_peft_sam.cli import COMMANDS, main
 from napari_peft_sam.core.methods import available_methods
 
 
@@ -32,10 +32,18 @@ def test_help_documents_every_subcommand():
         text=True,
         check=True,
     ).stdout
-    from napari_peft_sam.cli import COMMANDS
-
     for name in COMMANDS:
         assert name in out
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_subcommand_prints_its_help(command, capsys):
+    # argparse %-formats help text: a literal "5 %" in a setting's help crashed
+    # `train --help` with a ValueError instead of printing it
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: napari-peft-sam " + command in capsys.readouterr().out
 
 
 def test_user_error_exits_2_with_one_line_on_stderr(tmp_path, capsys):

@@ -113,7 +113,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         group = advanced if knob.advanced else basic
         flags = [f"--{name.replace('_', '-')}", *knob.flags]
         shown = "none" if default is None else default
-        text = f"{knob.help} [{knob.describe_range()}; default {shown}]"
+        # argparse formats help with %: a literal one (like "5 %") must be doubled
+        text = f"{knob.help} [{knob.describe_range()}; default {shown}]".replace(
+            "%", "%%"
+        )
         if knob.kind == "bool":
             group.add_argument(
                 *flags, dest=name, action=argparse.BooleanOptionalAction, help=text
