@@ -45,6 +45,8 @@ def test_too_little_memory_is_refused_naming_the_setting(monkeypatch):
         budget.preflight(vit_b(), "cpu", amp=None)
     sentence = str(error.value)
     assert sentence.startswith("Training vit_b at 1024 px with 25 objects needs about")
+    # named as the GUI's form labels it, and as the CLI's flag
+    assert "set n objects to" in sentence or "set image size to" in sentence
     assert "--n-objects" in sentence or "--image-size" in sentence
     assert sentence.endswith(".") and "\n" not in sentence
 

@@ -282,20 +282,21 @@ def _plan(cfg, level: str, need: float, free: float | None) -> Plan:
 
 
 def _refusal(config, arch, device, bf16, need, free) -> str:
-    """One sentence: what the run needs, what is free, which setting to change."""
+    """One sentence: what the run needs, what is free, which setting to change,
+    named as the GUI's forms label it and as the CLI's flag."""
     cfg, size = config.train, config.model.image_size or arch.image_size
     where = "GPU memory" if device.type == "cuda" else "memory"
     saving = estimate_peak_mb(
         arch, config.method, cfg, device, bf16, "checkpoint", config.model.image_size
     )
     if cfg.memory_saving != "auto" and saving <= HEADROOM * free:
-        fix = "--memory-saving auto (same results)"
+        fix = "set memory saving to auto (--memory-saving auto; same results)"
     else:
         fix = _smaller_setting(config, arch, device, bf16, free)
     return (
         f"Training {config.model.name} at {size} px with {cfg.n_objects} objects "
         f"needs about {need / 1024:.1f} GB but only {free / 1024:.1f} GB of "
-        f"{where} is free; use {fix}, or close other programs."
+        f"{where} is free; {fix}, or close other programs."
     )
 
 
@@ -311,15 +312,15 @@ def _smaller_setting(config, arch, device, bf16, free) -> str:
                 arch, config.method, trial, device, bf16, "checkpoint", size
             )
             if need <= HEADROOM * free:
-                return f"--n-objects {n}"
+                return f"set n objects to {n} (--n-objects {n})"
     for smaller in (768, 512, 384, 256):
         if smaller < size:
             need = estimate_peak_mb(
                 arch, config.method, cfg, device, bf16, "checkpoint", smaller
             )
             if need <= HEADROOM * free:
-                return f"--image-size {smaller}"
-    return "a smaller model (--model) or a machine with more memory"
+                return f"set image size to {smaller} (--image-size {smaller})"
+    return "use a smaller model or a machine with more memory"
 
 
 def system_available_mb() -> float | None:
