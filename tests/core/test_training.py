@@ -183,7 +183,8 @@ def test_out_of_memory_gives_advice_and_keeps_the_checkpoint(
     )
     cfg = config(iterations=10, checkpoint_interval=1)
     with pytest.raises(
-        TrainingError, match="ran out of memory.*--n-objects.*checkpointing.*QLoRA"
+        TrainingError,
+        match=r"ran out of memory; lower n objects \(--n-objects\).*memory saving.*QLoRA",
     ):
         drain(train(cfg, tmp_path / "run", dataset=small_data))
     state = torch.load(tmp_path / "run/state.pt", weights_only=True)

@@ -315,6 +315,8 @@ def _guard(step):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         raise TrainingError(
-            "The GPU ran out of memory; use fewer objects per image (--n-objects), a "
-            "smaller patch, --grad-checkpointing or QLoRA (the last checkpoint is kept)."
+            "The GPU ran out of memory; lower n objects (--n-objects) or patch size "
+            "(--patch-size), set memory saving to checkpoint (--memory-saving "
+            "checkpoint; same results, slower) or use QLoRA (the last checkpoint is "
+            "kept)."
         ) from None
