@@ -102,20 +102,6 @@ def test_msa(model: str, run_dir: str | None, test) -> dict:
     return run_to_end(events, lambda e: None).metrics
 
 
-def test_clicks(args, segmenter, test) -> float:
-    """Clicks per object the round's model needs on the images never annotated:
-    the same images every round, so image difficulty cancels out."""
-    from napari_peft_sam.core.annotator import Rules, annotate
-
-    rules = Rules(args.start, args.iou, args.budget, args.seed)
-    objects = [
-        o
-        for sample in test.samples
-        for o in annotate(segmenter, sample.image, sample.labels, rules).objects
-    ]
-    return float(np.mean([o.clicks for o in objects]))
-
-
 def annotate_round(args, segmenter, images, round_index):
     """Annotate ``images``; returns the set's items and the round's figures."""
     from napari_peft_sam.core.annotations import Item
@@ -190,7 +176,9 @@ def main(argv=None) -> dict:
         aset.add(items, round=r)
         figures |= {"round": r, "model": run_dir or args.model}
         figures["test"] = test_msa(args.model, run_dir, test)
-        figures["test_clicks_per_object"] = test_clicks(args, segmenter, test)
+        # the same images every round, so image difficulty cancels out
+        on_test = annotate_round(args, segmenter, test.samples, 0)[1]
+        figures["test_clicks_per_object"] = on_test["clicks_per_object"]
         figures["set_held_out"] = rows[-1]["next_held_out"] if rows else None
         if r < args.rounds - 1:
             run_dir, record, seconds = retrain_round(args, aset, home, run_dir, r)

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from make_screenshots import save_shots  # docs/ is the script's folder
 
 THRESHOLD, BUDGET = 0.8, 7
 
@@ -62,7 +63,12 @@ def main(argv=None) -> list[Path]:
         if r < len(rounds) - 1:
             annotate.retrain()
             wait(lambda: not annotate.running)
-    return save(viewer, w, args.out, wait_for)
+    files = {
+        "Annotate": "annotate_widget",
+        "Prompt tester": "annotate_prompt",
+        "Results": "annotate_results",
+    }
+    return save_shots(viewer, w, args.out, files, ["Annotate"], "annotate_window")
 
 
 def write_folder(folder: Path) -> tuple[Path, dict[str, np.ndarray]]:
@@ -124,30 +130,6 @@ def settled(prompt, wait) -> np.ndarray:
 
 def iou(mask: np.ndarray, target: np.ndarray) -> float:
     return float((mask & target).sum() / max((mask | target).sum(), 1))
-
-
-def save(viewer, w, out: Path, wait_for) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    docks = viewer.window._dock_widgets
-    written = []
-    for name, file in (
-        ("Annotate", "annotate_widget"),
-        ("Prompt tester", "annotate_prompt"),
-        ("Results", "annotate_results"),
-    ):
-        docks[name].raise_()
-        wait_for(lambda: False, 0.5)  # let the dock paint
-        written.append(out / f"{file}.png")
-        w[name].grab().save(str(written[-1]))
-    docks["Annotate"].raise_()
-    wait_for(lambda: False, 0.5)
-    written.append(out / "annotate_window.png")
-    viewer.screenshot(str(written[-1]), canvas_only=False)
-    w["Data"].session.close()
-    viewer.close()
-    for path in written:
-        print(path)
-    return written
 
 
 if __name__ == "__main__":

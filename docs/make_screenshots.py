@@ -24,19 +24,15 @@ def main(argv=None) -> list[Path]:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "images")
     parser.add_argument("--quick", action="store_true", help="few steps (tests)")
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault(
         "NAPARI_PEFT_SAM_HOME", tempfile.mkdtemp(prefix="peft-sam-docs-")
     )
-
-    from qtpy.QtWidgets import QApplication
 
     from napari_peft_sam._qt.launch import launch, wait_for
 
     viewer, w = launch(sample="organoids", run=False)
     viewer.window._qt_window.resize(1700, 1100)
     viewer.dims.set_current_step(0, 2)
-    app = QApplication.instance()
 
     def wait(condition, timeout_s=900.0):
         if not wait_for(condition, timeout_s, poll_s=0.02):
@@ -90,21 +86,31 @@ def main(argv=None) -> list[Path]:
     viewer.layers["organoids labels"].visible = False
     viewer.layers.selection.active = viewer.layers["prompts"]
 
+    files = {name: name.lower().replace(" ", "_") for name in w}
+    return save_shots(viewer, w, args.out, files, ["Train", "Prompt tester"], "window")
+
+
+def save_shots(viewer, widgets, out: Path, files, front, window: str) -> list[Path]:
+    """Each dock in ``files`` (dock name -> file stem) as ``out/STEM.png``,
+    raised first so that it paints, then the whole window as
+    ``out/WINDOW.png`` with the ``front`` docks raised; closes the session and
+    the viewer, prints the paths and returns them."""
+    from napari_peft_sam._qt.launch import wait_for
+
+    out.mkdir(parents=True, exist_ok=True)
     docks = viewer.window._dock_widgets
     written = []
-    for name, widget in w.items():
+    for name, stem in files.items():
         docks[name].raise_()
-        wait_for(lambda: False, 0.4)  # let the dock paint
-        path = args.out / f"{name.lower().replace(' ', '_')}.png"
-        widget.grab().save(str(path))
-        written.append(path)
-    docks["Train"].raise_()
-    docks["Prompt tester"].raise_()
-    app.processEvents()
-    path = args.out / "window.png"
-    viewer.screenshot(str(path), canvas_only=False)
-    written.append(path)
-    session.close()
+        wait_for(lambda: False, 0.5)  # let the dock paint
+        written.append(out / f"{stem}.png")
+        widgets[name].grab().save(str(written[-1]))
+    for name in front:
+        docks[name].raise_()
+    wait_for(lambda: False, 0.5)
+    written.append(out / f"{window}.png")
+    viewer.screenshot(str(written[-1]), canvas_only=False)
+    widgets["Data"].session.close()
     viewer.close()
     for path in written:
         print(path)

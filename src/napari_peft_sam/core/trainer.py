@@ -49,14 +49,18 @@ class FrozenCasts:
 
     LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
-        self.pairs = [
-            (p, p.detach().to(dtype))
+    def __init__(self, model: nn.Module, dtype: torch.dtype | None) -> None:
+        """``dtype`` None: nothing is cast (no autocast, or turned off)."""
+        frozen = (
+            p
             for module in model.modules()
             if isinstance(module, self.LAYERS)
             for p in module.parameters(recurse=False)
             if not p.requires_grad and p.dtype == torch.float32
-        ]
+        )
+        self.pairs = (
+            [] if dtype is None else [(p, p.detach().to(dtype)) for p in frozen]
+        )
 
     @contextlib.contextmanager
     def swapped_in(self):
@@ -146,11 +150,8 @@ class Trainer:
         if cfg.compile:
             self.model.image_encoder.compile()
         # CPU only: measured there; a compiled encoder would see two dtypes
-        self.frozen_casts = (
-            FrozenCasts(self.model, self.amp)
-            if self.amp is not None and self.device.type == "cpu" and not cfg.compile
-            else None
-        )
+        cast = self.device.type == "cpu" and not cfg.compile
+        self.frozen_casts = FrozenCasts(self.model, self.amp if cast else None)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.unetr = None
         if cfg.with_decoder:
@@ -253,8 +254,7 @@ class Trainer:
             group["lr"] = self.schedule.lr(self.step)
         images, labels = self._batch()
         self.optimizer.zero_grad(set_to_none=True)
-        casts = self.frozen_casts
-        with casts.swapped_in() if casts else contextlib.nullcontext():
+        with self.frozen_casts.swapped_in():
             loss, mask, iou = self._loss(
                 images,
                 labels,
