@@ -21,6 +21,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..core.knobs import label
+
 BIG = 1e9
 
 
@@ -153,7 +155,7 @@ class KnobForm(QWidget):
             widget = editor(spec)
             changed_signal(widget).connect(self.changed)
             self.editors[spec["name"]] = widget
-            layout.addRow(spec["name"].replace("_", " "), widget)
+            layout.addRow(label(spec["name"]), widget)
 
     def values(self) -> dict[str, Any]:
         """The method config as ``MethodConfig.to_dict`` would give it."""

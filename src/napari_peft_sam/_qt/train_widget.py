@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from ..core import requests
+from ..core import knobs, requests
 from ..core.errors import UserError
 from ._form import changed_signal, editor, set_value, value
 from ._plots import CurvePlot
@@ -63,7 +63,7 @@ class SettingsForm(QWidget):
         advanced.addWidget(inner)
         for spec in described:
             widget = editor(spec)
-            label = QLabel(spec["name"].replace("_", " "))
+            label = QLabel(knobs.label(spec["name"]))
             label.setToolTip(widget.toolTip())
             self.editors[spec["name"]], self.labels[spec["name"]] = widget, label
             (advanced_form if spec["advanced"] else basic).addRow(label, widget)

@@ -104,6 +104,7 @@ def parse_sets(pairs: list[str] | None) -> dict[str, str]:
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per training setting, from TrainConfig's description."""
     from napari_peft_sam.core.config import TrainConfig
+    from napari_peft_sam.core.knobs import flag
 
     basic = parser.add_argument_group(
         "training (unset flags take the base model's recipe, see `models`)"
@@ -111,7 +112,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     advanced = parser.add_argument_group("training, advanced")
     for name, (knob, default) in TrainConfig.knobs().items():
         group = advanced if knob.advanced else basic
-        flags = [f"--{name.replace('_', '-')}", *knob.flags]
+        flags = [flag(name), *knob.flags]
         shown = "none" if default is None else default
         # argparse formats help with %: a literal one (like "5 %") must be doubled
         text = f"{knob.help} [{knob.describe_range()}; default {shown}]".replace(

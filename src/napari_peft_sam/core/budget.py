@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass, field
 
 from .errors import UserError
+from .knobs import set_hint
 
 OBJECT_CHUNK = 8  # objects decoded at once when memory saving is on
 LEAN_ELEMENTS = 2**24  # as core.fastpath: scores per lean attention chunk
@@ -290,7 +291,7 @@ def _refusal(config, arch, device, bf16, need, free) -> str:
         arch, config.method, cfg, device, bf16, "checkpoint", config.model.image_size
     )
     if cfg.memory_saving != "auto" and saving <= HEADROOM * free:
-        fix = "set memory saving to auto (--memory-saving auto; same results)"
+        fix = set_hint("memory_saving", "auto") + "; same results"
     else:
         fix = _smaller_setting(config, arch, device, bf16, free)
     return (
@@ -312,14 +313,14 @@ def _smaller_setting(config, arch, device, bf16, free) -> str:
                 arch, config.method, trial, device, bf16, "checkpoint", size
             )
             if need <= HEADROOM * free:
-                return f"set n objects to {n} (--n-objects {n})"
+                return set_hint("n_objects", n)
     for smaller in (768, 512, 384, 256):
         if smaller < size:
             need = estimate_peak_mb(
                 arch, config.method, cfg, device, bf16, "checkpoint", smaller
             )
             if need <= HEADROOM * free:
-                return f"set image size to {smaller} (--image-size {smaller})"
+                return set_hint("image_size", smaller)
     return "use a smaller model or a machine with more memory"
 
 

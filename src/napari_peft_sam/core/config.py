@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .knobs import Knob, describe_knob, hp, knobs_of, validate
+from .knobs import Knob, describe_knob, flag, hp, knobs_of, validate
 from .methods import MethodConfig, config_from_dict, make_config
 
 
@@ -299,7 +299,7 @@ class RunConfig:
             args += ["--dataset", data.dataset]
         else:
             args += ["--images", *(data.images or []), "--labels", *(data.labels or [])]
-        for flag, value in (
+        for option, value in (
             ("--image-key", data.image_key),
             ("--label-key", data.label_key),
             ("--val-fraction", data.val_fraction if data.val_fraction != 0.2 else None),
@@ -311,7 +311,7 @@ class RunConfig:
             ("--init-from", self.init_from),
         ):
             if value is not None:
-                args += [flag, str(value)]
+                args += [option, str(value)]
         args += ["--stack"] if data.stack else []
         default = type(self.method)().to_dict()
         for name, value in self.method.to_dict().items():
@@ -320,11 +320,11 @@ class RunConfig:
                 args += ["--set", f"{name}={shown}"]
         for name, value in self.train.to_dict().items():
             if self.train_sources.get(name) == "explicit":
-                flag = "--" + name.replace("_", "-")
+                option = flag(name)
                 if isinstance(value, bool):
-                    args.append(flag if value else "--no-" + flag[2:])
+                    args.append(option if value else "--no-" + option[2:])
                 else:
-                    args += [flag, str(value)]
+                    args += [option, str(value)]
         return shlex.join([*args, "--out", str(run_dir)])
 
     def save(self, path: str | Path) -> None:

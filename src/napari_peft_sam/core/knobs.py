@@ -21,6 +21,22 @@ from .errors import ConfigError
 _NONE_WORDS = {"none", "null", ""}
 
 
+def label(name: str) -> str:
+    """How the GUI's forms label setting ``name``: ``n_objects`` -> ``n objects``."""
+    return name.replace("_", " ")
+
+
+def flag(name: str) -> str:
+    """The CLI's flag of setting ``name``: ``n_objects`` -> ``--n-objects``."""
+    return "--" + name.replace("_", "-")
+
+
+def set_hint(name: str, value: Any) -> str:
+    """Advice that names a setting for both surfaces: ``set n objects to 8
+    (--n-objects 8)``."""
+    return f"set {label(name)} to {value} ({flag(name)} {value})"
+
+
 @dataclass(frozen=True)
 class Knob:
     """What a hyperparameter accepts.
