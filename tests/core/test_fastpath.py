@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from napari_peft_sam.core import fastdecoder
+from napari_peft_sam.core import decoding
 from napari_peft_sam.core.config import DataSpec, ModelSpec, RunConfig, TrainConfig
 from napari_peft_sam.core.data import Dataset
 from napari_peft_sam.core.fastpath import enable_fast_path
@@ -88,11 +88,13 @@ def test_training_steps_give_the_same_loss_curve():
 
 @pytest.mark.parametrize("method", ["lora", "full", "ssf"])
 def test_padded_windows_and_lean_attention_equal_the_reference(method, monkeypatch):
-    """tiny at 224 px: a 14 x 14 grid in padded 8 x 8 windows; lean in chunks."""
+    """tiny at 224 px: a 14 x 14 grid in padded 8 x 8 windows; lean in chunks,
+    and not lean in the CPU's cache-sized chunks."""
     from napari_peft_sam.core import fastpath
 
     # 5 grid rows per chunk of a global block: 3 chunks; windowed blocks: 2
     monkeypatch.setattr(fastpath, "LEAN_ELEMENTS", 2 * 14 * 196 * 5)
+    monkeypatch.setattr(fastpath, "CACHE_ELEMENTS", 2 * 14 * 196 * 4)  # 4 chunks
     sam, _ = load_base_model("tiny", image_size=224)
     apply_method(sam, make_config(method))
     perturb_trainable(sam)
@@ -124,7 +126,7 @@ def test_fast_decoder_equals_the_reference_for_many_objects(with_masks):
     sam, _ = load_base_model("tiny")
     apply_method(sam, make_config("full"))
     perturb_trainable(sam)
-    assert fastdecoder._blocked_upscaling(sam.mask_decoder.output_upscaling)
+    assert decoding.upscaling_supported(sam.mask_decoder.output_upscaling)
     g = torch.Generator().manual_seed(0)
     grid = sam.prompt_encoder.image_embedding_size
     embedding = torch.randn(1, 32, *grid, generator=g)

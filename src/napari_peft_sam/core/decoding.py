@@ -38,25 +38,41 @@ from torch import nn
 
 def supported(decoder: nn.Module) -> bool:
     """Whether ``decoder`` is the plain segment_anything decoder this module rewrites."""
-    from segment_anything.modeling.common import LayerNorm2d
     from segment_anything.modeling.mask_decoder import MaskDecoder
     from segment_anything.modeling.transformer import TwoWayTransformer
 
     if type(decoder) is not MaskDecoder:
         return False
     transformer = decoder.transformer
-    up = list(decoder.output_upscaling)
-    kinds = [nn.ConvTranspose2d, LayerNorm2d, nn.GELU, nn.ConvTranspose2d, nn.GELU]
     return (
         type(transformer) is TwoWayTransformer
         and len(transformer.layers) >= 1
         and transformer.layers[0].skip_first_layer_pe
-        and len(up) == len(kinds)
-        and all(type(m) is k for m, k in zip(up, kinds, strict=True))
-        and all(m.kernel_size == (2, 2) == m.stride for m in up[::3])
+        and upscaling_supported(decoder.output_upscaling)
         and all(
             type(a.q_proj) is type(a.k_proj) is type(a.v_proj) is nn.Linear
             for a in _attentions(transformer)
+        )
+    )
+
+
+def upscaling_supported(upscaling: nn.Module) -> bool:
+    """Whether ``upscaling`` is SAM's, which :func:`upscale_masks` rewrites: 2x2
+    stride-2 transposed conv, LayerNorm2d, GELU, the same conv again, GELU."""
+    from segment_anything.modeling.common import LayerNorm2d
+
+    up = list(upscaling) if isinstance(upscaling, nn.Sequential) else []
+    kinds = [nn.ConvTranspose2d, LayerNorm2d, nn.GELU, nn.ConvTranspose2d, nn.GELU]
+    return (
+        len(up) == len(kinds)
+        and all(type(m) is k for m, k in zip(up, kinds, strict=True))
+        and all(
+            m.kernel_size == (2, 2) == m.stride
+            and m.padding == (0, 0) == m.output_padding
+            and m.dilation == (1, 1)
+            and m.groups == 1
+            and m.bias is not None
+            for m in up[::3]
         )
     )
 
@@ -229,7 +245,7 @@ def _transposed_conv(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
     return out.unflatten(-1, (4, -1)).add_(conv.bias)
 
 
-def _upscale_masks(decoder, keys, hyper, side: tuple[int, int]):
+def upscale_masks(decoder, keys, hyper, side: tuple[int, int]):
     """Mask logits (n, m, 4h, 4w) from image tokens (n, N, C) and hyper (n, m, C/8)."""
     ct1, norm, act1, ct2, act2 = decoder.output_upscaling
     x = _transposed_conv(keys, ct1)  # (n, N, 4, C/4)
@@ -272,6 +288,6 @@ def decode_shared(
         hyper = torch.stack(
             [mlp(mask_tokens[:, i]) for i, mlp in enumerate(mlps)], dim=1
         )
-        masks.append(_upscale_masks(decoder, keys, hyper, side))
+        masks.append(upscale_masks(decoder, keys, hyper, side))
         ious.append(decoder.iou_prediction_head(hs[:, 0])[:, chosen])
     return torch.cat(masks).float(), torch.cat(ious).float()

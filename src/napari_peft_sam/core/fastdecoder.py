@@ -9,12 +9,10 @@
 - The image embedding and its positional encoding broadcast over the objects
   instead of being copied once per object (25 x 256 x 64 x 64 floats, 105 MB,
   at 1024 px).
-- The upscaling to masks (two 2x2, stride-2 transposed convolutions, a
-  channel LayerNorm and GELUs) runs on channels-last pixels as matrix
-  products and ``F.layer_norm``, the pixels kept in blocks of 2 x 2 x 2 x 2
-  until the masks are made: no layout copies of the (objects, channels,
-  64 x 64) maps, and a backward through matrix products instead of
-  oneDNN's slower transposed-convolution backward.
+- The upscaling to masks runs as ``core.decoding.upscale_masks`` (matrix
+  products and ``F.layer_norm`` on channels-last pixels): no layout copies
+  of the (objects, channels, 64 x 64) maps, and a backward through matrix
+  products instead of oneDNN's slower transposed-convolution backward.
 - Without mask prompts every object sees the same image tokens in the first
   two-way block until the image attends to its tokens: their projections
   (3 of the 10 image-sized projections of a pass) are computed once, not once
@@ -27,7 +25,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from . import decoding
 
 
 def attention(q, k, v):
@@ -75,57 +74,13 @@ def predict_masks(
         dim=1,
     )
     _, c, h, w = image_embeddings.shape
-    if _blocked_upscaling(self.output_upscaling):
-        masks = _masks_from_tokens(self.output_upscaling, src, hyper_in, h, w)
+    if decoding.upscaling_supported(self.output_upscaling):
+        masks = decoding.upscale_masks(self, src, hyper_in, (h, w))
     else:
         upscaled = self.output_upscaling(src.transpose(1, 2).reshape(n, c, h, w))
         b, c, h, w = upscaled.shape
         masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
     return masks, self.iou_prediction_head(hs[:, 0, :])
-
-
-def _blocked_upscaling(upscaling) -> bool:
-    """Whether ``upscaling`` is SAM's: 2x2 stride-2 transposed conv, LayerNorm2d,
-    activation, 2x2 stride-2 transposed conv, activation (no PEFT wrapper)."""
-    from segment_anything.modeling.common import LayerNorm2d
-
-    if not isinstance(upscaling, nn.Sequential) or len(upscaling) != 5:
-        return False
-    conv1, norm, _, conv2, _ = upscaling
-    return type(norm) is LayerNorm2d and all(
-        type(conv) is nn.ConvTranspose2d
-        and conv.kernel_size == conv.stride == (2, 2)
-        and conv.padding == conv.output_padding == (0, 0)
-        and conv.dilation == (1, 1)
-        and conv.groups == 1
-        and conv.bias is not None
-        for conv in (conv1, conv2)
-    )
-
-
-def _pixel_conv(conv: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
-    """A 2x2 stride-2 transposed conv on (n, pixels, c_in) channels-last pixels.
-
-    Each input pixel makes its own 2 x 2 output pixels: (n, pixels * 4, c_out),
-    the four of a pixel next to each other in (row, column) order.
-    """
-    c_in, c_out = conv.weight.shape[:2]
-    weight = conv.weight.permute(0, 2, 3, 1).reshape(c_in, 4 * c_out)
-    out = F.linear(x, weight.t(), conv.bias.repeat(4))
-    return out.reshape(x.shape[0], -1, c_out)
-
-
-def _masks_from_tokens(upscaling, src, hyper_in, h: int, w: int) -> torch.Tensor:
-    """(n, m, 4h, 4w) masks from (n, h*w, c) image tokens, as SAM's upscaling then
-    ``hyper_in @ upscaled``; the pixels stay in 2 x 2 blocks until the end."""
-    conv1, norm, act1, conv2, act2 = upscaling
-    x = _pixel_conv(conv1, src)  # pixel order (i, j, a, b)
-    x = act1(F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps))
-    x = act2(_pixel_conv(conv2, x))  # (i, j, a, b, c, d)
-    n, m = hyper_in.shape[:2]
-    masks = (hyper_in @ x.transpose(1, 2)).view(n, m, h, w, 2, 2, 2, 2)
-    # row 4i + 2a + c, column 4j + 2b + d
-    return masks.permute(0, 1, 2, 4, 6, 3, 5, 7).reshape(n, m, 4 * h, 4 * w)
 
 
 def shared_image_transformer(self, image_embedding, image_pe, point_embedding):
