@@ -92,10 +92,48 @@ def dice_loss(
     return 1 - 2 * numerator / denominator.clamp(min=eps)
 
 
-def mask_losses(low_res, iou_pred, truth):
-    """(dice of the best mask, IoU MSE, upsampled logits) for one decoder pass."""
-    dice, mse, logits = mask_loss_sums(low_res, iou_pred, truth)
-    return dice / len(truth), mse / iou_pred.numel(), logits
+class _Upsample(torch.autograd.Function):
+    """Bilinear upsampling (``F.interpolate``, align_corners False) whose
+    backward is two matrix products: bilinear interpolation is separable, so
+    its transpose maps a gradient G to ``A_h^T G A_w``. PyTorch's CPU backward
+    scatters pixel by pixel (9.8 ms for 25 x 256^2 against about 3 here)."""
+
+    @staticmethod
+    def forward(ctx, x, size):
+        ctx.matrices = _interpolation_matrices(x.shape[-2:], size, x.device)
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows, columns = ctx.matrices
+        return rows.t() @ grad @ columns, None
+
+
+def upsample(x: torch.Tensor, size) -> torch.Tensor:
+    """(n, c, h, w) float32 -> (n, c, *size), bilinear as segment_anything."""
+    size = tuple(size)
+    if x.device.type != "cpu" or x.dtype != torch.float32 or not x.requires_grad:
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return _Upsample.apply(x, size)
+
+
+_MATRICES: dict = {}
+
+
+def _interpolation_matrices(shape, size, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H, h) and (W, w) matrices of 1-D bilinear interpolation from shape to size."""
+    key = (tuple(shape), tuple(size), str(device))
+    if key not in _MATRICES:
+
+        def matrix(n_in: int, n_out: int) -> torch.Tensor:
+            eye = torch.eye(n_in, device=device).reshape(n_in, 1, n_in, 1)
+            out = F.interpolate(
+                eye, size=(n_out, 1), mode="bilinear", align_corners=False
+            )
+            return out.reshape(n_in, n_out).t().contiguous()
+
+        _MATRICES[key] = (matrix(shape[0], size[0]), matrix(shape[1], size[1]))
+    return _MATRICES[key]
 
 
 def mask_loss_sums(low_res, iou_pred, truth):
@@ -106,9 +144,7 @@ def mask_loss_sums(low_res, iou_pred, truth):
     CPU that is 2.7x faster (forward and backward, 25 x 64^2 to 256^2) and
     the Dice sums over a whole patch keep their precision.
     """
-    logits = F.interpolate(
-        low_res.float(), size=truth.shape[-2:], mode="bilinear", align_corners=False
-    )
+    logits = upsample(low_res.float(), truth.shape[-2:])
     probs = torch.sigmoid(logits)
     target = truth[:, None].float()
     dice = dice_loss(probs, target).amin(dim=1).sum()

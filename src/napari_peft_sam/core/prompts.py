@@ -17,20 +17,38 @@ def random_pixel(
 ) -> torch.Tensor:
     """One uniformly random (x, y) pixel of each region; (n, H, W) -> (n, 2).
 
-    Draws the r-th pixel of each region through a running count (10x faster
-    than a random field over all pixels). An empty region yields its last
-    pixel; callers pass non-empty ones.
+    Draws the r-th pixel of each region (row-major order) through running
+    counts, first over the rows' pixel counts, then within the chosen row:
+    one pass over the masks (a row sum) instead of a running count over every
+    pixel (13x faster for 25 masks of 256 x 256 on a CPU). An empty region
+    yields its last pixel; callers pass non-empty ones.
     """
-    n, h, w = regions.shape
-    running = regions.reshape(n, -1).cumsum(dim=1, dtype=torch.int32)
+    per_row = regions.sum(dim=2, dtype=torch.int32)
+    row, rank = _draw_rows(per_row, generator)
+    objects = torch.arange(len(regions), device=regions.device)
+    return torch.stack([_column(regions[objects, row], rank), row], dim=1)
+
+
+def _draw_rows(per_row: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The row of each region's uniformly drawn pixel, from its (n, H) pixel
+    counts per row, and the pixel's 1-based rank within that row."""
+    n, h = per_row.shape
+    running = per_row.cumsum(dim=1, dtype=torch.int32)
     counts = running[:, -1].double()
     draw = torch.rand(
-        n, generator=generator, device=regions.device, dtype=torch.float64
+        n, generator=generator, device=per_row.device, dtype=torch.float64
     )
-    rank = (draw * counts).long() + 1
-    index = torch.searchsorted(running, rank.to(torch.int32)[:, None]).squeeze(1)
-    index = index.clamp(max=h * w - 1)
-    return torch.stack([index % w, index // w], dim=1)
+    rank = ((draw * counts).long() + 1).to(torch.int32)
+    row = torch.searchsorted(running, rank[:, None]).squeeze(1).clamp(max=h - 1)
+    objects = torch.arange(n, device=per_row.device)
+    return row, rank - (running[objects, row] - per_row[objects, row])
+
+
+def _column(line: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
+    """The column of the rank-th (1-based) pixel of each (n, W) row."""
+    running = line.cumsum(dim=1, dtype=torch.int32)
+    column = torch.searchsorted(running, rank[:, None]).squeeze(1)
+    return column.clamp(max=line.shape[1] - 1)
 
 
 def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
@@ -84,25 +102,60 @@ def corrective_points(
     already right. Negative: in the false-positive part, else in a 3-pixel ring
     of the object's box, else anywhere in the background (micro-sam's order).
     Returns (n, 2, 2) coordinates and (n, 2) labels (1 positive, 0 negative).
+
+    The regions are never made: each is known by its pixel count per row,
+    from three row sums over the masks (the ring's from the box alone), and
+    only the row a point is drawn from is built; the draws equal those of
+    :func:`random_pixel` on the regions.
     """
-    missed = truth & ~prediction
-    has = lambda m: m.flatten(1).any(dim=1)[:, None, None]  # noqa: E731
-    positive_region = torch.where(has(missed), missed, truth & prediction)
-    positive_region = torch.where(has(positive_region), positive_region, truth)
-    extra = prediction & ~truth
-    ring = bbox_masks(boxes_from_masks(truth), truth.shape[1:], margin=3) & ~truth
-    negative_region = torch.where(
-        has(extra), extra, torch.where(has(ring), ring, ~truth)
+    n, h, w = truth.shape
+    objects = torch.arange(n, device=truth.device)
+    hit = truth & prediction
+    truth_rows = truth.sum(dim=2, dtype=torch.int32)
+    hit_rows = hit.sum(dim=2, dtype=torch.int32)
+    predicted_rows = prediction.sum(dim=2, dtype=torch.int32)
+    # the object's box grown by 3 pixels (truth lies inside it)
+    in_rows = _grown_span(truth_rows > 0, 3)
+    in_columns = _grown_span(truth.any(dim=1), 3)
+    ring_rows = in_rows * in_columns.sum(dim=1, dtype=torch.int32)[:, None] - truth_rows
+
+    positive, rows = _first_nonempty(truth_rows - hit_rows, hit_rows, truth_rows)
+    row, rank = _draw_rows(rows, generator)
+    t, p = truth[objects, row], prediction[objects, row]
+    line = torch.stack([t & ~p, t & p, t])[positive, objects]
+    points = [torch.stack([_column(line, rank), row], dim=1)]
+
+    negative, rows = _first_nonempty(
+        predicted_rows - hit_rows, ring_rows, w - truth_rows
     )
-    points = torch.stack(
-        [
-            random_pixel(positive_region, generator),
-            random_pixel(negative_region, generator),
-        ],
-        dim=1,
-    )
-    labels = torch.tensor([1, 0], device=truth.device).expand(len(truth), 2)
-    return points, labels
+    row, rank = _draw_rows(rows, generator)
+    t, p = truth[objects, row], prediction[objects, row]
+    ring = in_columns & in_rows[objects, row][:, None] & ~t
+    line = torch.stack([p & ~t, ring, ~t])[negative, objects]
+    points.append(torch.stack([_column(line, rank), row], dim=1))
+
+    labels = torch.tensor([1, 0], device=truth.device).expand(n, 2)
+    return torch.stack(points, dim=1), labels
+
+
+def _first_nonempty(*row_counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per object, the index of the first region with a pixel (else the last)
+    among (n, H) row counts, and that region's row counts."""
+    stacked = torch.stack(row_counts)
+    nonempty = stacked.sum(dim=2) > 0
+    last = torch.full_like(nonempty[0], len(row_counts) - 1, dtype=torch.int64)
+    choice = torch.where(nonempty.any(dim=0), nonempty.int().argmax(dim=0), last)
+    return choice, stacked[choice, torch.arange(stacked.shape[1])]
+
+
+def _grown_span(occupied: torch.Tensor, margin: int) -> torch.Tensor:
+    """(n, L) bool: from ``margin`` before the first occupied index to ``margin``
+    after the last (none where nothing is occupied and L > 2 margin + 1)."""
+    n, length = occupied.shape
+    index = torch.arange(length, device=occupied.device)
+    first = torch.where(occupied, index, length).amin(dim=1, keepdim=True)
+    last = torch.where(occupied, index, -1).amax(dim=1, keepdim=True)
+    return (index >= first - margin) & (index <= last + margin)
 
 
 def one_hot_objects(
