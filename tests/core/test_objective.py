@@ -106,8 +106,10 @@ def test_mask_loss_sums_gradient_equals_the_plain_dice():
     low_res = torch.randn(6, 3, 16, 16, generator=g, requires_grad=True)
     iou_pred = torch.rand(6, 3, generator=g, requires_grad=True)
     truth = random_masks(g, 6, 64, 64)
-    truth[0] = False  # an empty target: the denominator's clamp
-    dice, mse, logits = mask_loss_sums(low_res, iou_pred, truth)
+    truth[:2] = False  # empty targets; the second, all but certain background:
+    with torch.no_grad():  # its denominator is below eps, clamped
+        low_res[1] -= 30
+    dice, mse, _ = mask_loss_sums(low_res, iou_pred, truth)
     (dice + mse).backward()
     ours = low_res.grad.clone(), iou_pred.grad.clone()
 

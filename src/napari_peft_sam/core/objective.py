@@ -82,14 +82,33 @@ def decode(sam, embedding: torch.Tensor, p: Prompts, multimask: bool):
     )
 
 
-def dice_loss(
-    probs: torch.Tensor, truth: torch.Tensor, eps: float = 1e-6
-) -> torch.Tensor:
-    """torch_em's Dice loss per (object, mask): 1 - 2|p t| / (|p|^2 + |t|^2)."""
-    dims = (-2, -1)
-    numerator = (probs * truth).sum(dims)
-    denominator = (probs * probs).sum(dims) + (truth * truth).sum(dims)
-    return 1 - 2 * numerator / denominator.clamp(min=eps)
+class _Dice(torch.autograd.Function):
+    """torch_em's Dice loss per (object, mask), 1 - 2 sum(p t) / (sum(p^2) +
+    sum(t^2)) with p = sigmoid(logits) and the denominator clamped at eps.
+
+    From (n, m, P) float32 logits and (n, P) float targets in a few passes
+    over the pixels: the sums as matrix-vector products, the gradient in
+    closed form, a t + b p times p (1 - p) with a = -2 g / D and
+    b = 4 g N / D^2 per (object, mask), instead of autograd's dozen passes.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, target, eps: float):
+        probs = torch.sigmoid(logits)
+        numerator = (probs @ target[:, :, None]).squeeze(2)
+        squares = (probs[:, :, None] @ probs[..., None]).reshape(numerator.shape)
+        denominator = squares + target.sum(dim=1, keepdim=True)
+        clamped = denominator.clamp(min=eps)
+        ctx.save_for_backward(probs, target, numerator, clamped, denominator >= eps)
+        return 1 - 2 * numerator / clamped
+
+    @staticmethod
+    def backward(ctx, grad):
+        probs, target, numerator, clamped, free = ctx.saved_tensors
+        a = (-2 * grad / clamped)[..., None]
+        b = torch.where(free, 4 * grad * numerator / clamped**2, 0)[..., None]
+        d_probs = torch.addcmul(b * probs, a, target[:, None])
+        return d_probs.mul_(probs).mul_(1 - probs), None, None
 
 
 class _Upsample(torch.autograd.Function):
@@ -137,7 +156,8 @@ def _interpolation_matrices(shape, size, device) -> tuple[torch.Tensor, torch.Te
 
 
 def mask_loss_sums(low_res, iou_pred, truth):
-    """Sums over objects of the best mask's Dice and of the IoU squared error.
+    """Sums over objects of the best mask's Dice and of the IoU squared error,
+    and the (n, m, H, W) masks (logits above 0).
 
     Sums rather than means, so that chunks of objects add up to the whole.
     The logits are upsampled in float32 also under bfloat16 autocast: on a
@@ -145,15 +165,14 @@ def mask_loss_sums(low_res, iou_pred, truth):
     the Dice sums over a whole patch keep their precision.
     """
     logits = upsample(low_res.float(), truth.shape[-2:])
-    probs = torch.sigmoid(logits)
-    target = truth[:, None].float()
-    dice = dice_loss(probs, target).amin(dim=1).sum()
+    target = truth.flatten(1).float()
+    dice = _Dice.apply(logits.flatten(2), target, 1e-6).amin(dim=1).sum()
     with torch.no_grad():
-        hard = probs > 0.5
+        hard = logits > 0
         inter = (hard & truth[:, None]).sum((-2, -1))
-        union = (hard | truth[:, None]).sum((-2, -1))
+        union = hard.sum((-2, -1)) + truth.sum((-2, -1))[:, None] - inter
         true_iou = inter / (union + 1e-7)
-    return dice, F.mse_loss(iou_pred, true_iou, reduction="sum"), logits
+    return dice, F.mse_loss(iou_pred, true_iou, reduction="sum"), hard
 
 
 @dataclass
@@ -244,7 +263,7 @@ def _decoder_pass(sam, embedding, p, truth, multimask, amp, weight, chunk):
         part = slice(start, min(n, start + chunk))
         with _autocast(embedding.device, amp):
             low_res, iou_pred = decode(sam, embedding, p.select(part), multimask)
-            dice, mse, logits = mask_loss_sums(low_res, iou_pred, truth[part])
+            dice, mse, masks = mask_loss_sums(low_res, iou_pred, truth[part])
             m = iou_pred.shape[1]
             dice, mse = dice / n, mse / (n * m)
         if weight is not None:
@@ -255,5 +274,5 @@ def _decoder_pass(sam, embedding, p, truth, multimask, amp, weight, chunk):
             best = iou_pred.argmax(dim=1)
             rows = torch.arange(len(best), device=best.device)
             best_low.append(low_res[rows, best][:, None].detach())
-            best_masks.append(logits[rows, best] > 0)
+            best_masks.append(masks[rows, best])
     return dice_sum, mse_sum, torch.cat(best_low), torch.cat(best_masks)
