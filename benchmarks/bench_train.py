@@ -418,6 +418,8 @@ def main(argv=None) -> dict:
     else:
         result, mode = speed(args, device), f"{args.model}_{args.image_size}"
     result["machine"] = summary
+    given = sys.argv[1:] if argv is None else argv
+    result["command"] = " ".join(["python benchmarks/bench_train.py", *given])
     for key, value in result.items():
         if key == "profile":  # its tables are printed above
             continue
