@@ -128,3 +128,18 @@ def test_mask_loss_sums_gradient_equals_the_plain_dice():
     torch.testing.assert_close(mse, plain_mse)
     torch.testing.assert_close(ours[0], low_res.grad, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(ours[1], iou_pred.grad)
+
+
+def test_the_loss_keeps_float32_sums_under_bfloat16_autocast():
+    """The decoder runs under autocast; the Dice sums over a patch must not be
+    matrix products rounded to bfloat16."""
+    g = torch.Generator().manual_seed(2)
+    low_res = torch.randn(4, 1, 32, 32, generator=g)
+    iou_pred = torch.rand(4, 1, generator=g)
+    truth = random_masks(g, 4, 128, 128)
+    truth[:, :8] = True  # no empty target
+    want, _, _ = mask_loss_sums(low_res, iou_pred, truth)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, _, _ = mask_loss_sums(low_res, iou_pred, truth)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)

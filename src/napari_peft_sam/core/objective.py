@@ -94,9 +94,10 @@ class _Dice(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, target, eps: float):
-        probs = torch.sigmoid(logits)
-        numerator = (probs @ target[:, :, None]).squeeze(2)
-        squares = (probs[:, :, None] @ probs[..., None]).reshape(numerator.shape)
+        with _float32(logits):  # sums over a patch: no bfloat16 products
+            probs = torch.sigmoid(logits)
+            numerator = (probs @ target[:, :, None]).squeeze(2)
+            squares = (probs[:, :, None] @ probs[..., None]).reshape(numerator.shape)
         denominator = squares + target.sum(dim=1, keepdim=True)
         clamped = denominator.clamp(min=eps)
         ctx.save_for_backward(probs, target, numerator, clamped, denominator >= eps)
@@ -109,6 +110,11 @@ class _Dice(torch.autograd.Function):
         b = torch.where(free, 4 * grad * numerator / clamped**2, 0)[..., None]
         d_probs = torch.addcmul(b * probs, a, target[:, None])
         return d_probs.mul_(probs).mul_(1 - probs), None, None
+
+
+def _float32(tensor: torch.Tensor):
+    """No autocast (its matrix products would round to bfloat16) on the tensor's device."""
+    return torch.autocast(tensor.device.type, enabled=False)
 
 
 class _Upsample(torch.autograd.Function):
@@ -125,7 +131,8 @@ class _Upsample(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         rows, columns = ctx.matrices
-        return rows.t() @ grad @ columns, None
+        with _float32(grad):
+            return rows.t() @ grad @ columns, None
 
 
 def upsample(x: torch.Tensor, size) -> torch.Tensor:
