@@ -148,17 +148,14 @@ _MATRICES: dict = {}
 
 def _interpolation_matrices(shape, size, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(H, h) and (W, w) matrices of 1-D bilinear interpolation from shape to size."""
+    from .inference import resize_matrix  # it imports this module
+
     key = (tuple(shape), tuple(size), str(device))
     if key not in _MATRICES:
-
-        def matrix(n_in: int, n_out: int) -> torch.Tensor:
-            eye = torch.eye(n_in, device=device).reshape(n_in, 1, n_in, 1)
-            out = F.interpolate(
-                eye, size=(n_out, 1), mode="bilinear", align_corners=False
-            )
-            return out.reshape(n_in, n_out).t().contiguous()
-
-        _MATRICES[key] = (matrix(shape[0], size[0]), matrix(shape[1], size[1]))
+        _MATRICES[key] = tuple(
+            resize_matrix(n_in, n_out, n_out, n_out).to(device)
+            for n_in, n_out in zip(shape, size, strict=True)
+        )
     return _MATRICES[key]
 
 

@@ -53,15 +53,17 @@ def _column(line: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
 
 def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
     """Tight boxes (x0, y0, x1, y1), inclusive of the last pixel, (n, H, W) -> (n, 4)."""
-    n, h, w = masks.shape
-    rows, cols = masks.any(dim=2), masks.any(dim=1)
-    ys = torch.arange(h, device=masks.device)
-    xs = torch.arange(w, device=masks.device)
-    y0 = torch.where(rows, ys, h).amin(dim=1)
-    y1 = torch.where(rows, ys, -1).amax(dim=1)
-    x0 = torch.where(cols, xs, w).amin(dim=1)
-    x1 = torch.where(cols, xs, -1).amax(dim=1)
+    y0, y1 = _span(masks.any(dim=2))
+    x0, x1 = _span(masks.any(dim=1))
     return torch.stack([x0, y0, x1, y1], dim=1)
+
+
+def _span(occupied: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and last occupied index of each (n, L) row; L and -1 where none."""
+    length = occupied.shape[1]
+    index = torch.arange(length, device=occupied.device)
+    first = torch.where(occupied, index, length).amin(dim=1)
+    return first, torch.where(occupied, index, -1).amax(dim=1)
 
 
 def distort_boxes(
@@ -151,11 +153,9 @@ def _first_nonempty(*row_counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 def _grown_span(occupied: torch.Tensor, margin: int) -> torch.Tensor:
     """(n, L) bool: from ``margin`` before the first occupied index to ``margin``
     after the last (none where nothing is occupied and L > 2 margin + 1)."""
-    n, length = occupied.shape
-    index = torch.arange(length, device=occupied.device)
-    first = torch.where(occupied, index, length).amin(dim=1, keepdim=True)
-    last = torch.where(occupied, index, -1).amax(dim=1, keepdim=True)
-    return (index >= first - margin) & (index <= last + margin)
+    first, last = _span(occupied)
+    index = torch.arange(occupied.shape[1], device=occupied.device)
+    return (index >= first[:, None] - margin) & (index <= last[:, None] + margin)
 
 
 def one_hot_objects(

@@ -33,6 +33,7 @@ from .events import (
     TrainResult,
     ValidationEvent,
 )
+from .knobs import flag, label, set_hint
 from .methods import trainable_state
 from .runfolder import RunFolder, read_card, update_card
 from .splits import fingerprint, image_hashes
@@ -315,8 +316,8 @@ def _guard(step):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         raise TrainingError(
-            "The GPU ran out of memory; lower n objects (--n-objects) or patch size "
-            "(--patch-size), set memory saving to checkpoint (--memory-saving "
-            "checkpoint; same results, slower) or use QLoRA (the last checkpoint is "
-            "kept)."
+            f"The GPU ran out of memory; lower {label('n_objects')} "
+            f"({flag('n_objects')}) or {label('patch_size')} ({flag('patch_size')}), "
+            f"{set_hint('memory_saving', 'checkpoint')} for the same results more "
+            "slowly, or use QLoRA (the last checkpoint is kept)."
         ) from None
