@@ -26,9 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Dataset, from_arrays
+from .data import Dataset, from_arrays, read_image
 from .errors import UserError
-from .sources import read_image
 
 DATA_ENV = "NAPARI_PEFT_SAM_DATA_DIR"
 SPLITS = ("train", "val", "test")

@@ -10,8 +10,10 @@ saying what to change.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -257,3 +259,40 @@ def split_tiles(sample: Sample, val_fraction: float) -> tuple[Sample, Sample]:
             )
         )
     return parts[0], parts[1]
+
+
+def read_image(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
+    """Read a tif, png, jpg, or a dataset ``key`` of a zarr or hdf5 file."""
+    path = Path(path)
+    try:
+        suffix = path.suffix.lower()
+        if suffix in (".h5", ".hdf5"):
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                return f[_need_key(key, path)][()]
+        if suffix == ".zarr":
+            import zarr
+
+            return np.asarray(zarr.open(str(path), mode="r")[_need_key(key, path)])
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            return tifffile.imread(path)
+        import imageio.v3 as iio
+
+        return iio.imread(path)
+    except UserError:
+        raise
+    except Exception as error:
+        raise UserError(
+            f"Cannot read {path} ({type(error).__name__}: {error})."
+        ) from None
+
+
+def _need_key(key: str | None, path: Path) -> str:
+    if not key:
+        raise UserError(
+            f"{path} is a container file: pass the dataset name inside it with --key."
+        )
+    return key

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import decoding
-from .objective import Prompts, decode
+from .objective import Prompts, decode, resize_matrix
 
 
 @dataclass(frozen=True)
@@ -41,19 +41,6 @@ class Embedding:
         """Per-axis (x, y) factors from image to model pixels, as ``ResizeLongestSide``."""
         (h, w), (new_h, new_w) = self.original_size, self.input_size
         return torch.tensor([new_w / w, new_h / h], device=self.features.device)
-
-
-def resize_matrix(n_in: int, size: int, keep: int, n_out: int) -> torch.Tensor:
-    """One axis of ``postprocess_masks`` as an (n_out, n_in) matrix.
-
-    Bilinear ``n_in -> size``, keep the first ``keep``, bilinear ``-> n_out``
-    (``align_corners=False``) is linear in the input; resizing an identity
-    (in float32, as torch computes the weights) gives its matrix.
-    """
-    eye = torch.eye(n_in)[None, :, :, None]
-    x = F.interpolate(eye, (size, 1), mode="bilinear", align_corners=False)
-    x = F.interpolate(x[:, :, :keep], (n_out, 1), mode="bilinear", align_corners=False)
-    return x[0, :, :, 0].T.contiguous()
 
 
 def image_key(image: np.ndarray) -> str:

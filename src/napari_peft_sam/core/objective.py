@@ -143,13 +143,24 @@ def upsample(x: torch.Tensor, size) -> torch.Tensor:
     return _Upsample.apply(x, size)
 
 
+def resize_matrix(n_in: int, size: int, keep: int, n_out: int) -> torch.Tensor:
+    """One axis of ``postprocess_masks`` as an (n_out, n_in) matrix.
+
+    Bilinear ``n_in -> size``, keep the first ``keep``, bilinear ``-> n_out``
+    (``align_corners=False``) is linear in the input; resizing an identity
+    (in float32, as torch computes the weights) gives its matrix.
+    """
+    eye = torch.eye(n_in)[None, :, :, None]
+    x = F.interpolate(eye, (size, 1), mode="bilinear", align_corners=False)
+    x = F.interpolate(x[:, :, :keep], (n_out, 1), mode="bilinear", align_corners=False)
+    return x[0, :, :, 0].T.contiguous()
+
+
 _MATRICES: dict = {}
 
 
 def _interpolation_matrices(shape, size, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(H, h) and (W, w) matrices of 1-D bilinear interpolation from shape to size."""
-    from .inference import resize_matrix  # it imports this module
-
     key = (tuple(shape), tuple(size), str(device))
     if key not in _MATRICES:
         _MATRICES[key] = tuple(

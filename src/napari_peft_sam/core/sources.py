@@ -14,50 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Dataset, from_arrays
+from .benchmarks import benchmark_dataset
+from .data import Dataset, from_arrays, read_image
 from .errors import UserError
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".zarr", ".h5", ".hdf5")
 SAMPLE_DOMAINS = ("nuclei", "organoids")
 # name parts that distinguish an image from its labels: "x_img.tif" <-> "x_masks.png"
 _ROLE_WORDS = r"(img|image|raw|im|label|labels|mask|masks|seg|gt|instances)"
-
-
-def read_image(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
-    """Read a tif, png, jpg, or a dataset ``key`` of a zarr or hdf5 file."""
-    path = Path(path)
-    try:
-        suffix = path.suffix.lower()
-        if suffix in (".h5", ".hdf5"):
-            import h5py
-
-            with h5py.File(path, "r") as f:
-                return f[_need_key(key, path)][()]
-        if suffix == ".zarr":
-            import zarr
-
-            return np.asarray(zarr.open(str(path), mode="r")[_need_key(key, path)])
-        if suffix in (".tif", ".tiff"):
-            import tifffile
-
-            return tifffile.imread(path)
-        import imageio.v3 as iio
-
-        return iio.imread(path)
-    except UserError:
-        raise
-    except Exception as error:
-        raise UserError(
-            f"Cannot read {path} ({type(error).__name__}: {error})."
-        ) from None
-
-
-def _need_key(key: str | None, path: Path) -> str:
-    if not key:
-        raise UserError(
-            f"{path} is a container file: pass the dataset name inside it with --key."
-        )
-    return key
 
 
 def expand_paths(pattern: str | os.PathLike | Sequence) -> list[Path]:
@@ -148,8 +112,6 @@ def load_dataset(
     if dataset is not None:
         if dataset in SAMPLE_DOMAINS:
             return sample_dataset(dataset)
-        from .benchmarks import benchmark_dataset
-
         return benchmark_dataset(dataset, split)
     if images is None or labels is None:
         raise UserError("Name a dataset, or give both images and labels.")
