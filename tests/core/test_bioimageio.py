@@ -137,3 +137,31 @@ def test_vit_b_package_passes_bioimageio_test(vit_b_1024, tmp_path, decoder):
         rdf = package.read("rdf.yaml").decode()
     assert "vit_b.pt" in names and ("vit_b_decoder.pt" in names) == decoder
     assert "2502.00418" in rdf and "A. Test" in rdf and "napari-peft-sam" in rdf
+
+
+@pytest.mark.parametrize("dataset", ["nuclei", "orgasegment"])
+def test_the_package_is_tested_on_the_images_the_run_was_evaluated_on(
+    tmp_path, monkeypatch, dataset
+):
+    """One held-out split (``core.splits.held_out``) for the run and its package;
+    a benchmark's is its test split, as ``core.runs.run`` evaluates (the
+    export's former stand-in took the val split)."""
+    from napari_peft_sam.core import benchmarks, splits
+    from napari_peft_sam.core.config import RunConfig
+    from napari_peft_sam.core.data import Dataset, Sample
+
+    def fake_benchmark(name, split):  # no download: one image named by its split
+        labels = np.zeros((32, 32), np.int32)
+        labels[2:9, 2:9], labels[20:30, 20:30] = 1, 2
+        image = np.zeros((32, 32, 3), np.float32)
+        return Dataset([Sample(image, labels, f"{name}-{split}")], name)
+
+    monkeypatch.setattr(benchmarks, "benchmark_dataset", fake_benchmark)
+    card = {"run_config": {"data": {**NUCLEI["data"], "dataset": dataset}}}
+    exported = [s.name for s in bx.held_out(card)]
+    run = splits.held_out(RunConfig.from_dict(card["run_config"]))
+    assert exported == [s.name for s in run]
+    if dataset == "nuclei":
+        assert exported == ["nuclei_02.tif", "nuclei_09.tif"]
+    else:
+        assert exported == ["orgasegment-test"]

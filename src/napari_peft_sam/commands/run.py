@@ -28,7 +28,7 @@ def load_data(args: argparse.Namespace, split: str | None):
     of the seeded split of own data (None: every image given)."""
     from napari_peft_sam.core.config import RunConfig
     from napari_peft_sam.core.errors import UserError
-    from napari_peft_sam.core.splits import is_benchmark, load
+    from napari_peft_sam.core.splits import is_benchmark, load, train_val
 
     if not has_data(args):
         raise UserError("Pass either --dataset NAME or both --images and --labels.")
@@ -42,7 +42,7 @@ def load_data(args: argparse.Namespace, split: str | None):
     dataset = load(config)
     if split in (None, "all"):
         return dataset
-    train, val = dataset.split(config.data.val_fraction, config.data.split_seed)
+    train, val = train_val(config, dataset)
     return train if split == "train" else val
 
 

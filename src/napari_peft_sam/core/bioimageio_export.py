@@ -27,7 +27,6 @@ import torch
 from .data import Dataset, relabel_consecutive
 from .errors import UserError
 from .files import atomic_write
-from .sources import load_dataset
 
 CITATIONS = (
     (
@@ -176,28 +175,17 @@ def validate_package(path: str | os.PathLike):
 
 
 def held_out(card: dict[str, Any]) -> Dataset:
-    """The run's held-out images, as its training split them.
+    """The run's held-out images: ``core.splits.held_out`` of its run config."""
+    from . import splits
+    from .config import RunConfig
 
-    Private stand-in until ``core.runs.held_out`` exists.
-    """
     config = card.get("run_config")
     if not config:
         raise UserError(
             "This run's card names no training data, so there is no held-out image "
             "to test the package on; pass test images with --test-images/--test-labels."
         )
-    data = config["data"]
-    if data.get("dataset") and data["dataset"] not in ("nuclei", "organoids"):
-        return load_dataset(data["dataset"], split="val")  # a benchmark's own split
-    dataset = load_dataset(
-        data.get("dataset"),
-        data.get("images"),
-        data.get("labels"),
-        data.get("image_key"),
-        data.get("label_key"),
-        data.get("stack", False),
-    )
-    return dataset.split(data.get("val_fraction", 0.2), data.get("split_seed", 0))[1]
+    return splits.held_out(RunConfig.from_dict(config))
 
 
 def test_pair(
