@@ -12,32 +12,10 @@ from typing import Any
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, split: bool = True) -> None:
-    """The data-source flags of data, train and evaluate."""
-    group = parser.add_argument_group("data")
-    group.add_argument(
-        "--dataset",
-        help="sample data (nuclei, organoids) or a benchmark (orgasegment, livecell, "
-        "covid_if, mitolab_glycolytic_muscle, platy_cilia)",
-    )
-    group.add_argument(
-        "--images", nargs="+", help="image folder(s), glob(s) or file(s)"
-    )
-    group.add_argument(
-        "--labels", nargs="+", help="label folder(s), glob(s) or file(s)"
-    )
-    group.add_argument("--image-key", help="dataset inside zarr/hdf5 image files")
-    group.add_argument("--label-key", help="dataset inside zarr/hdf5 label files")
-    group.add_argument(
-        "--stack", action="store_true", help="treat 3D arrays as stacks of 2D planes"
-    )
-    group.add_argument(
-        "--val-fraction",
-        type=float,
-        help="share of own images held out for validation and testing (default 0.2)",
-    )
-    group.add_argument(
-        "--split-seed", type=int, help="seed of the held-out split (default 0)"
-    )
+    """The data-source flags of data, train and evaluate (``core.options.DATA``)."""
+    from napari_peft_sam.core import options
+
+    group = options.add_group(parser, "data", options.DATA)
     if split:
         group.add_argument(
             "--split",
@@ -61,31 +39,18 @@ def has_data(args: argparse.Namespace) -> bool:
 
 
 def data_spec(args: argparse.Namespace):
-    """The DataSpec the flags describe (None values keep DataSpec's defaults)."""
+    """The DataSpec the flags describe (unset flags keep DataSpec's defaults)."""
+    from napari_peft_sam.core import options
     from napari_peft_sam.core.config import DataSpec
 
-    values = {
-        "dataset": args.dataset,
-        "images": args.images,
-        "labels": args.labels,
-        "image_key": args.image_key,
-        "label_key": args.label_key,
-        "stack": args.stack or None,
-        "val_fraction": args.val_fraction,
-        "split_seed": args.split_seed,
-    }
-    return DataSpec(**{k: v for k, v in values.items() if v is not None})
+    return DataSpec(**options.values(args, options.DATA))
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("model")
-    group.add_argument("--model", help="base model name (see `models`)")
-    group.add_argument(
-        "--checkpoint", help="custom weights for the model's architecture"
-    )
-    group.add_argument(
-        "--image-size", type=int, help="model input size (default: the model's)"
-    )
+    """The base-model flags of train and evaluate (``core.options.MODEL``)."""
+    from napari_peft_sam.core import options
+
+    options.add_group(parser, "model", options.MODEL)
 
 
 def parse_sets(pairs: list[str] | None) -> dict[str, str]:

@@ -59,22 +59,9 @@ class SweepCommand(Command):
             default=600.0,
             help="seconds without heartbeat before a remote trial counts as lost",
         )
-        slurm = parser.add_argument_group("slurm")
-        slurm.add_argument("--partition")
-        slurm.add_argument(
-            "--gpus", type=int, help="per job (default: 1 where the partition has GPUs)"
-        )
-        slurm.add_argument("--time", type=int, default=240, help="minutes per job")
-        slurm.add_argument(
-            "--mem", type=int, help="GB per job (default: 32, or what a node has)"
-        )
-        slurm.add_argument(
-            "--cpus", type=int, help="per job (default: 8, or what a node has)"
-        )
-        slurm.add_argument(
-            "--setup", action="append", help="shell line run before the job"
-        )
-        slurm.add_argument("--array-parallelism", type=int, default=4)
+        from napari_peft_sam.core import options
+
+        slurm = options.add_group(parser, "slurm", options.SLURM)
         slurm.add_argument("--no-wait", action="store_true", help="submit and return")
         jobs = parser.add_argument_group("jobs submitted earlier (after a restart)")
         jobs.add_argument("--status", action="store_true", help="show the sweep's jobs")

@@ -293,26 +293,27 @@ class RunConfig:
         """The ``napari-peft-sam train`` call that reproduces this run."""
         import shlex
 
-        data, model = self.data, self.model
+        from . import options
+
         args = ["napari-peft-sam", "train"]
-        if data.dataset:
-            args += ["--dataset", data.dataset]
-        else:
-            args += ["--images", *(data.images or []), "--labels", *(data.labels or [])]
+        data_default, model_default = DataSpec(), ModelSpec()
+        for spec, rows, default in (
+            (self.data, options.DATA, data_default),
+            (self.model, options.MODEL, model_default),
+        ):
+            for option in rows:
+                value = getattr(spec, option.field)
+                if option.field in ("images", "labels") and not self.data.dataset:
+                    value = value or []  # files: both flags, as the CLI needs them
+                elif value == getattr(default, option.field) and option.field != "name":
+                    continue  # the spec's default (the model's name is always said)
+                args += option.args(value)
         for option, value in (
-            ("--image-key", data.image_key),
-            ("--label-key", data.label_key),
-            ("--val-fraction", data.val_fraction if data.val_fraction != 0.2 else None),
-            ("--split-seed", data.split_seed or None),
-            ("--model", model.name),
-            ("--checkpoint", model.checkpoint),
-            ("--image-size", model.image_size),
             ("--method", self.method.method),
             ("--init-from", self.init_from),
         ):
             if value is not None:
                 args += [option, str(value)]
-        args += ["--stack"] if data.stack else []
         default = type(self.method)().to_dict()
         for name, value in self.method.to_dict().items():
             if value != default[name]:

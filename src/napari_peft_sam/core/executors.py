@@ -67,21 +67,27 @@ def _slurm(folder: Path, options: dict[str, Any]):
 
     request = slurm_request(options)
     executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
-    params = {
-        "name": "napari-peft-sam",
-        "timeout_min": int(options.get("time") or 240),
-        "mem_gb": request["mem"],
-        "cpus_per_task": request["cpus"],
-        "slurm_array_parallelism": options.get("array_parallelism") or 4,
-    }
-    if request["gpus"]:
-        params["gpus_per_node"] = request["gpus"]
-    if options.get("partition"):
-        params["slurm_partition"] = options["partition"]
-    if options.get("setup"):
-        params["slurm_setup"] = list(options["setup"])
+    params = {"name": "napari-peft-sam", **submitit_parameters(options, request)}
     executor.update_parameters(**params)
     return executor
+
+
+def submitit_parameters(options: dict[str, Any], request: dict) -> dict[str, Any]:
+    """submitit's parameters for the SLURM rows of ``core.options`` (``request``:
+    the GPUs, CPUs and memory that fit the partition, ``slurm_request``)."""
+    from .options import SLURM
+
+    values = {**options, **request}
+    params = {}
+    for option in SLURM:
+        value = values.get(option.field)
+        if option.field == "setup":
+            value = list(value or []) or None
+        elif not value:  # unset or 0 (no GPU): the row's default, if it has one
+            value = option.default
+        if value is not None:
+            params[option.submitit] = int(value) if option.kind == "int" else value
+    return params
 
 
 EXECUTORS = {
