@@ -171,3 +171,23 @@ def test_the_decoder_needs_complete_images(tmp_path) -> None:
             lambda e: None,
         )
     assert not (tmp_path / "r").exists()
+
+
+def test_a_retrain_runs_held_out_images_are_the_sets(tmp_path) -> None:
+    """``core.splits.held_out`` of a retrain's config (what the bioimage.io
+    package tests on) is the version's held-out images, not a split of its
+    training images."""
+    from napari_peft_sam.core import bioimageio_export, splits
+    from napari_peft_sam.core.retrain import _retrain_config
+
+    aset = AnnotationSet.open(tmp_path, "cells", held_out_every=2)
+    aset.add([item(0), item(1), item(2), item(3)])
+    config, _, held = _retrain_config(aset, None, None, None, None)
+    names = [s.name for s in held]
+    assert names and names == [s.name for s in splits.held_out(config)]
+    card = {"run_config": config.to_dict()}
+    assert [s.name for s in bioimageio_export.held_out(card)] == names
+    empty = AnnotationSet.open(tmp_path, "one", held_out_every=2)
+    empty.add([item(0)])
+    with pytest.raises(UserError, match="no held-out image yet"):
+        splits.held_out(_retrain_config(empty, None, None, None, None)[0])

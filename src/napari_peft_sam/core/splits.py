@@ -58,7 +58,10 @@ def held_out(
     config: RunConfig, dataset: Dataset | None = None, benchmark_split: str = "test"
 ) -> Dataset:
     """What a finished run is evaluated on: a benchmark's test split, else the
-    held-out part of the seeded split."""
+    held-out part of the seeded split; for a run on an annotation set's version
+    (a retrain), that version's held-out images."""
+    if dataset is None and config.data.annotation:
+        return _annotation_held_out(config)
     if dataset is None and is_benchmark(config):
         from .benchmarks import benchmark_dataset
 
@@ -67,6 +70,26 @@ def held_out(
 
     part = train_val(config, dataset)[1]
     return Dataset(list(part), f"{part.source} (held-out)")
+
+
+def _annotation_held_out(config: RunConfig) -> Dataset:
+    """``vNNNN/held_out`` beside the ``vNNNN/train`` a retrain trained on
+    (``core.annotations``: the set decides which images are held out)."""
+    from pathlib import Path
+
+    from .errors import UserError
+    from .sources import from_files
+
+    version = Path(config.data.images[0]).parent.parent
+    images, labels = version / "held_out" / "images", version / "held_out" / "labels"
+    if not images.is_dir():
+        raise UserError(
+            f"{config.data.annotation} holds no held-out image yet; add annotated "
+            "images to the set, or pass test images."
+        )
+    dataset = from_files(images, labels)
+    dataset.source = f"{config.data.annotation} (held-out)"
+    return dataset
 
 
 def fingerprint(dataset: Dataset) -> str:
