@@ -10,7 +10,8 @@ Data loading is excluded on both sides (a fixed set of patches).
 
     python benchmarks/bench_train.py --quick          # tiny, CPU
     python benchmarks/bench_train.py --model vit_b --image-size 256
-    python benchmarks/bench_train.py --memory         # peak RSS vs the estimate
+    python benchmarks/bench_train.py --memory         # peak RSS vs the estimate,
+                                                      # the default command too
     python benchmarks/bench_train.py --quick --profile 3  # + top ops of each side
     python benchmarks/bench_train.py --model vit_b --image-size 1024 --batch 2 \\
         --device cuda                                 # the GPU figures
@@ -286,7 +287,7 @@ def measure(arch, size, settings, legacy, device) -> dict:
 
 def memory_rows(device, cases=MEMORY_CASES) -> list[dict]:
     """Measured peak memory next to ``core.budget``'s estimate, per case."""
-    from napari_peft_sam.core.budget import estimate_peak_mb
+    from napari_peft_sam.core.footprint import estimate_peak_mb
 
     rows = []
     for arch, size, settings, legacy in cases:
@@ -314,6 +315,68 @@ def memory_rows(device, cases=MEMORY_CASES) -> list[dict]:
         print(json.dumps(row), file=sys.stderr)
         rows.append(row)
     return rows
+
+
+def default_command(workdir: Path) -> dict:
+    """The plain default command in a child process: its peak RSS and the estimate.
+
+    ``train --model vit_b --checkpoint F --method lora --iterations 2 --device
+    cpu`` and no other flag, on three 256 x 256 tiles of the nuclei sample
+    data; F holds random vit_b weights in micro-sam's format (a state dict).
+    The peak is the child's ``ru_maxrss`` (``os.wait4``), validation included.
+    """
+    import os
+    import shutil
+    import subprocess
+
+    from napari_peft_sam.core.config import RunConfig
+    from napari_peft_sam.core.footprint import estimate_peak_mb
+    from napari_peft_sam.core.sources import sample_data_root
+
+    weights = workdir / "vit_b_random.pth"
+    torch.save(random_sam(ARCHITECTURES["vit_b"], seed=0).state_dict(), weights)
+    for sub in ("images", "labels"):
+        (workdir / sub).mkdir()
+        for path in sorted((sample_data_root() / "nuclei" / sub).iterdir())[:3]:
+            shutil.copy(path, workdir / sub / path.name)
+    out = workdir / "run"
+    command = ["train", "--model", "vit_b", "--checkpoint", str(weights)]
+    command += ["--method", "lora", "--iterations", "2", "--device", "cpu"]
+    data = ["--images", str(workdir / "images"), "--labels", str(workdir / "labels")]
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "napari_peft_sam.cli",
+            *command,
+            *data,
+            "--out",
+            str(out),
+        ]
+    )
+    _, status, usage = os.wait4(child.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"the default command failed ({status})")
+    card = json.loads((out / "card.json").read_text())
+    config = RunConfig.from_dict(card["run_config"])
+    cfg, size = config.train, config.model.image_size or 1024
+    bf16 = autocast_for("cpu", "vit_b", cfg.precision, "train", size) is not None
+    level = cfg.memory_saving
+    estimate = estimate_peak_mb(
+        ARCHITECTURES["vit_b"], config.method, cfg, "cpu", bf16, level, size
+    )
+    peak = usage.ru_maxrss / 1024
+    return {
+        "model": "vit_b",
+        "image_size": size,
+        "path": f"plain default command ({level})",
+        "command": " ".join(["napari-peft-sam", *command]),
+        "bf16": bf16,
+        "peak_mb": round(peak),
+        "estimate_mb": round(estimate),
+        "error": round(estimate / peak - 1, 3),
+        "preflight": card.get("preflight"),
+    }
 
 
 def precision_check(iterations: int, seeds=(0, 1)) -> dict:
@@ -412,7 +475,15 @@ def main(argv=None) -> dict:
     device = torch.device(args.device)
     summary = machine_summary()
     if args.memory:
-        result, mode = {"memory": memory_rows(device)}, "memory"
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as workdir:
+            plain = default_command(Path(workdir)) if device.type == "cpu" else None
+        rows = memory_rows(device)
+        if plain is not None:
+            print(json.dumps(plain), file=sys.stderr)
+            rows.append(plain)
+        result, mode = {"memory": rows}, "memory"
     elif args.precision_check:
         result, mode = precision_check(args.precision_check), "precision"
     else:

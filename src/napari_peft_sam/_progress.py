@@ -27,6 +27,8 @@ class ProgressPrinter:
         elif kind == "validation":
             metrics = " ".join(f"{k} {v:.4f}" for k, v in event.metrics.items())
             self._line(f"step {event.step}: {metrics}{' (best)' if event.best else ''}")
+        elif kind == "progress" and event.done == 0:  # a note before the first step
+            self._line(event.message)
         elif kind == "progress":
             self._line(f"{event.done}/{event.total} {event.message}")
 

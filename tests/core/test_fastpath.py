@@ -90,11 +90,11 @@ def test_training_steps_give_the_same_loss_curve():
 def test_padded_windows_and_lean_attention_equal_the_reference(method, monkeypatch):
     """tiny at 224 px: a 14 x 14 grid in padded 8 x 8 windows; lean in chunks,
     and not lean in the CPU's cache-sized chunks."""
-    from napari_peft_sam.core import fastpath
+    from napari_peft_sam.core import footprint
 
     # 5 grid rows per chunk of a global block: 3 chunks; windowed blocks: 2
-    monkeypatch.setattr(fastpath, "LEAN_ELEMENTS", 2 * 14 * 196 * 5)
-    monkeypatch.setattr(fastpath, "CACHE_ELEMENTS", 2 * 14 * 196 * 4)  # 4 chunks
+    monkeypatch.setattr(footprint, "LEAN_ELEMENTS", 2 * 14 * 196 * 5)
+    monkeypatch.setattr(footprint, "CACHE_ELEMENTS", 2 * 14 * 196 * 4)  # 4 chunks
     sam, _ = load_base_model("tiny", image_size=224)
     apply_method(sam, make_config(method))
     perturb_trainable(sam)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from napari_peft_sam.core import fastpath, training
+from napari_peft_sam.core import footprint, training
 from napari_peft_sam.core.config import DataSpec, ModelSpec, RunConfig, TrainConfig
 from napari_peft_sam.core.data import Dataset
 from napari_peft_sam.core.methods import make_config
@@ -53,7 +53,7 @@ def test_memory_saving_gives_todays_losses(monkeypatch):
     """Five steps (tiny at 224 px: windows padded) agree to 1e-4 with today's path."""
     # small chunks, so that 4 objects and a 14 x 14 grid are really split
     monkeypatch.setattr("napari_peft_sam.core.trainer.OBJECT_CHUNK", 2)
-    monkeypatch.setattr(fastpath, "LEAN_ELEMENTS", 2 * 14 * 14 * 5)
+    monkeypatch.setattr(footprint, "LEAN_ELEMENTS", 2 * 14 * 14 * 5)
     data = Dataset(sample_dataset("nuclei").samples[:3], "three")
     reference = training.Trainer(run_config(memory_saving="off"), Path("x"), data)
     assert reference.object_chunk is None and not reference.block_checkpointing
@@ -149,3 +149,46 @@ def test_frozen_weights_cast_once_give_the_same_bf16_steps():
         assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}
         assert trainer.validate()["val_loss"] > 0  # outside the step: float32 weights
     assert runs[True] == runs[False]
+
+
+@pytest.mark.slow
+def test_the_plain_default_vit_b_command_peaks_within_8_gb(tmp_path):
+    """``train --model vit_b --checkpoint F --method lora --iterations 2
+    --device cpu`` and no other flag, on three 256 x 256 nuclei tiles: the
+    saving auto turns on keeps the peak RSS (validation included) under 8 GB,
+    and the preflight's estimate within 20 % of it (issue 29)."""
+    import os
+    import shutil
+
+    from napari_peft_sam.core.footprint import estimate_peak_mb
+    from napari_peft_sam.core.models import ARCHITECTURES, random_sam
+    from napari_peft_sam.core.sources import sample_data_root
+
+    weights = tmp_path / "vit_b.pth"
+    torch.save(random_sam(ARCHITECTURES["vit_b"], seed=0).state_dict(), weights)
+    for sub in ("images", "labels"):
+        (tmp_path / sub).mkdir()
+        for path in sorted((sample_data_root() / "nuclei" / sub).iterdir())[:3]:
+            shutil.copy(path, tmp_path / sub / path.name)
+    command = [sys.executable, "-m", "napari_peft_sam.cli", "train"]
+    command += ["--model", "vit_b", "--checkpoint", str(weights), "--method", "lora"]
+    command += ["--iterations", "2", "--device", "cpu", "--out", str(tmp_path / "run")]
+    command += ["--images", str(tmp_path / "images")]
+    command += ["--labels", str(tmp_path / "labels")]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    printed = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, printed
+    peak = usage.ru_maxrss / 1024
+    card = json.loads((tmp_path / "run" / "card.json").read_text())
+    config = RunConfig.from_dict(card["run_config"])
+    assert config.train.memory_saving != "off", card
+    assert "turned on memory saving" in printed
+    from napari_peft_sam.core.device import autocast_for
+
+    bf16 = autocast_for("cpu", "vit_b", "auto", "train", 1024) is not None
+    estimate = estimate_peak_mb(
+        ARCHITECTURES["vit_b"], config.method, config.train, "cpu", bf16
+    )
+    assert peak <= 8 * 1024, (peak, estimate)
+    assert estimate == pytest.approx(peak, rel=0.2), (peak, estimate)

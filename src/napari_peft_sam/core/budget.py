@@ -1,50 +1,37 @@
-"""The memory a training run needs, from shapes alone, and the preflight that checks it.
+"""The preflight: the memory a training run needs against the memory free.
 
-``estimate_peak_mb`` adds up what a training step of ``core.training`` holds
-at its peak: the process itself (on the CPU), the weights, gradients and
-AdamW state, the activations the image encoder saves for backward, and one
-decoder pass (the passes are back-propagated one at a time). The
-coefficients below were measured with saved-tensor hooks on vit_b and demo at
-256 and 512 px and checked against peak RSS and peak CUDA memory
-(``benchmarks/bench_train.py --memory``).
-
-``preflight`` runs before a model is loaded: it compares the estimate with
-the memory the machine has free and turns on the cheapest memory saving that
-fits (``TrainConfig.memory_saving``), or refuses with one sentence naming the
-setting to change.
+``preflight`` runs before a model is loaded: it compares the estimate
+(``core.footprint``) with the memory the machine has free and turns on the
+cheapest memory saving that fits (``TrainConfig.memory_saving``), or refuses
+with one sentence naming the setting to change.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
-import math
 from dataclasses import dataclass, field
 
 from .errors import UserError
+from .footprint import (  # noqa: F401  (re-exported: the widget and benches ask here)
+    CPU_BASE_MB,
+    CUDA_CONTEXT_MB,
+    LEVELS,
+    OBJECT_CHUNK,
+    counts_for,
+    estimate_parts,
+    estimate_peak_mb,
+    estimate_training_memory,
+)
 from .knobs import set_hint
 
-OBJECT_CHUNK = 8  # objects decoded at once when memory saving is on
-LEAN_ELEMENTS = 2**24  # as core.fastpath: scores per lean attention chunk
-LEVELS = ("off", "chunks", "checkpoint")
-CUDA_CONTEXT_MB = 500  # CUDA context, cuBLAS/cuDNN workspaces (not "allocated")
-# resident before the model: Python, torch, micro_sam, data (measured)
-CPU_BASE_MB = 900
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 HEADROOM = 0.9  # share of the free memory a run may plan to use
 COMFORT = 0.5  # share "auto" prefers to stay under when a saving level allows
-# Encoder activations saved per token, in float32 channels: the norms, the MLP
-# and the LoRA path (6 per token) and the qkv of every attended token (3,
-# padding of windowed blocks included). bfloat16 autocast saves about the same:
-# the residual stream and the norms stay float32 and the casts are saved too.
-ENCODER_CHANNELS_PER_TOKEN = 6
-ENCODER_CHANNELS_PER_ATTENDED = 3
-# A decoder pass saves per object and model-input pixel about 8 + 0.4 x the
-# prompt dimension bytes (float32); bf16 autocast about 0.7 of that.
-DECODER_BYTES_PER_PIXEL = (8.0, 0.4)
-DECODER_BF16 = 0.7
-DECODER_BACKWARD = 2.0  # the backward of a pass holds its gradients beside it
+# On a CPU "auto" skips "off" when chunked attention needs less than this share
+# of it: vit_b at 1024 px in bf16 held 3.4 instead of 15.3 GB for about 6 %
+# more time per step (the chunks' recomputation).
+WORTH_SAVING = 0.5
 
 
 def return_freed_memory() -> None:
@@ -75,144 +62,6 @@ class Plan:
     message: str | None = None
 
 
-@functools.lru_cache(maxsize=32)
-def _counts(arch_name: str, method_json: str, image_size: int) -> dict[str, int]:
-    """Parameter counts of the model with its method applied (meta tensors: instant)."""
-    import torch
-
-    from .methods import apply_method, config_from_dict
-    from .models import architecture_of, build_sam
-
-    with torch.device("meta"):
-        sam = build_sam(architecture_of(arch_name), image_size)
-        apply_method(sam, config_from_dict(json.loads(method_json)))
-    blocks = list(sam.image_encoder.blocks)
-    trainable = [any(p.requires_grad for p in b.parameters()) for b in blocks]
-    encoder = sam.image_encoder
-    return {
-        "total": sum(p.numel() for p in sam.parameters()),
-        "trainable": sum(p.numel() for p in sam.parameters() if p.requires_grad),
-        "encoder": sum(p.numel() for p in encoder.parameters()),
-        "first_trainable_block": trainable.index(True) if any(trainable) else -1,
-        "encoder_trains": int(any(p.requires_grad for p in encoder.parameters())),
-    }
-
-
-def counts_for(arch, method_cfg, image_size: int | None = None) -> dict[str, int]:
-    """Parameter counts for ``arch`` with ``method_cfg`` applied."""
-    method_json = json.dumps(method_cfg.to_dict(), sort_keys=True, default=str)
-    return _counts(arch.name, method_json, image_size or arch.image_size)
-
-
-def effective(level: str, train_cfg) -> tuple[bool, bool, int | None]:
-    """(lean attention, checkpointed blocks, object chunk) of a memory-saving level."""
-    lean = level in ("chunks", "checkpoint") and train_cfg.fast_path
-    blocks = level == "checkpoint" or train_cfg.grad_checkpointing
-    chunk = OBJECT_CHUNK if level in ("chunks", "checkpoint") else None
-    return lean, blocks, chunk
-
-
-def _encoder_mb(arch, size: int, batch: int, lean: bool, blocks: bool, first: int):
-    """(saved activations, largest transient) of the encoder, in MB."""
-    grid, c, ws = size // arch.patch_size, arch.embed_dim, arch.window_size
-    tokens = grid * grid
-    windows = math.ceil(grid / ws) ** 2
-    saved, transient = 0.0, 0.0
-    for i in range(max(first, 0), arch.depth):
-        is_global = i in arch.global_attn
-        attended = tokens if is_global else windows * ws * ws
-        block = 4 * c * ENCODER_CHANNELS_PER_TOKEN * tokens
-        block += 4 * c * ENCODER_CHANNELS_PER_ATTENDED * attended
-        scores = arch.num_heads * (tokens**2 if is_global else windows * ws**4)
-        if lean:
-            transient = max(transient, 5 * 4 * min(scores, LEAN_ELEMENTS))
-        else:
-            block += 4 * scores  # the softmax, saved for backward
-            transient = max(transient, 3 * 4 * scores)  # scores, mask, softmax
-        if blocks:  # blocks keep their input; backward rebuilds one at a time
-            transient = max(transient, block)
-            block = 4 * c * tokens
-        saved += block
-    return batch * saved / 2**20, batch * transient / 2**20
-
-
-def estimate_parts(
-    arch, method_cfg, train_cfg, device, bf16: bool, level: str, image_size=None
-) -> dict[str, float]:
-    """The estimate's terms in MB (``estimate_peak_mb`` adds them up)."""
-    size = image_size or arch.image_size
-    counts = counts_for(arch, method_cfg, size)
-    cpu = getattr(device, "type", device) == "cpu"
-    lean, blocks, chunk = effective(level, train_cfg)
-    weights = 4 * counts["total"] + (2 * counts["encoder"] if bf16 else 0)
-    parts = {
-        "process": CPU_BASE_MB if cpu else 0.0,
-        "weights": weights / 2**20,
-        "optimizer": 12 * counts["trainable"] / 2**20,
-    }
-    encoder, transient = 0.0, 0.0
-    if counts["encoder_trains"]:
-        first = counts["first_trainable_block"]
-        encoder, transient = _encoder_mb(
-            arch, size, train_cfg.batch_size, lean, blocks, first
-        )
-    objects = min(train_cfg.n_objects, chunk or train_cfg.n_objects)
-    a, b = DECODER_BYTES_PER_PIXEL
-    decoder = objects * size * size * (a + b * arch.prompt_dim)
-    decoder *= (DECODER_BF16 if bf16 else 1.0) * DECODER_BACKWARD
-    parts["encoder activations"] = encoder
-    parts["step peak"] = max(transient, decoder / 2**20)
-    return parts
-
-
-def estimate_peak_mb(
-    arch,
-    method_cfg,
-    train_cfg,
-    device,
-    bf16: bool = False,
-    level: str | None = None,
-    image_size: int | None = None,
-) -> float:
-    """Peak memory in MB of a training step: resident (CPU) or allocated (CUDA).
-
-    Parameters
-    ----------
-    arch
-        The model's :class:`~napari_peft_sam.core.models.Architecture`.
-    method_cfg
-        The PEFT method's config.
-    train_cfg
-        The :class:`~napari_peft_sam.core.config.TrainConfig`.
-    device
-        ``torch.device`` or ``"cpu"`` / ``"cuda"``.
-    bf16
-        Whether the step runs under bfloat16 autocast.
-    level
-        Memory saving (``off``, ``chunks``, ``checkpoint``); default: the
-        config's, ``auto`` counting as ``off``.
-    image_size
-        The model's input size, when not the architecture's.
-    """
-    level = level or getattr(train_cfg, "memory_saving", "auto")
-    level = "off" if level == "auto" else level
-    parts = estimate_parts(arch, method_cfg, train_cfg, device, bf16, level, image_size)
-    return sum(parts.values())
-
-
-def estimate_training_memory(arch, sam, cfg, method_cfg=None) -> float:
-    """Megabytes a training step needs on a GPU, CUDA context included (Model widget).
-
-    ``sam`` is not read (kept for the widget's call); pass ``method_cfg`` for
-    the method's own parameter counts (LoRA's otherwise).
-    """
-    from .methods import make_config
-
-    bf16 = cfg.precision != "float32"
-    method = method_cfg or make_config("lora")
-    return CUDA_CONTEXT_MB + estimate_peak_mb(arch, method, cfg, "cuda", bf16)
-
-
 def available_mb(device) -> float | None:
     """Memory free for a run: MemAvailable on the CPU, free VRAM on CUDA; None if unknown."""
     import torch
@@ -230,7 +79,8 @@ def preflight(config, device, amp="auto", free_mb: float | None = None) -> Plan:
     """Check that ``config`` fits ``device`` before anything is loaded.
 
     With ``memory_saving`` auto the cheapest level that fits in half the free
-    memory (else in 90 % of it) is chosen and
+    memory (else in 90 % of it) is chosen (on a CPU not ``off`` when
+    ``chunks`` needs less than half of its memory: ``WORTH_SAVING``) and
     returned in ``Plan.changes`` (with a one-line message when it is not
     ``off``); a run that fits at no level, or not at the level the user
     forced, raises :class:`UserError` with one sentence naming the setting to
@@ -254,6 +104,9 @@ def preflight(config, device, amp="auto", free_mb: float | None = None) -> Plan:
         level: estimate_peak_mb(arch, config.method, cfg, device, bf16, level, size)
         for level in levels
     }
+    worth = len(levels) > 1 and needs["chunks"] < WORTH_SAVING * needs["off"]
+    if device.type == "cpu" and worth:
+        levels = levels[1:]  # a few % more time for a fraction of the memory
     if free is None:
         return _plan(cfg, levels[0], needs[levels[0]], free)
     # prefer a level that leaves half the free memory to napari and the rest
@@ -275,9 +128,10 @@ def _plan(cfg, level: str, need: float, free: float | None) -> Plan:
             "checkpoint": "chunked attention and objects, and encoder blocks "
             "recomputed in backward",
         }[level]
+        of = "" if free is None else f" of {free / 1024:.1f} GB free"
         message = (
-            f"Memory: about {need / 1024:.1f} GB needed of {free / 1024:.1f} GB "
-            f"free; turned on memory saving '{level}' ({what}; same results)."
+            f"Memory: about {need / 1024:.1f} GB needed{of}; turned on memory "
+            f"saving '{level}' ({what}; same results)."
         )
     return Plan(need, free, changes, message)
 

@@ -11,7 +11,7 @@
   time, each chunk recomputed in backward (``torch.utils.checkpoint``):
   memory O(chunk x N) instead of O(N x N), for one more attention forward.
   On a CPU the rows go in chunks also otherwise, chunks whose mask fits the
-  last-level cache (``CACHE_ELEMENTS``), without recomputation.
+  last-level cache (``footprint.CACHE_ELEMENTS``), without recomputation.
 - Windowed blocks compute qkv and the output projection on the image's own
   tokens only, not on the zero padding up to a multiple of the window (a
   16 x 16 grid is padded to 28 x 28 for 14 x 14 windows: 3x the tokens); the
@@ -37,15 +37,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from . import fastdecoder
-
-# scores per chunk of query rows in lean attention (64 MB in float32); a
-# chunk's backward holds about five arrays of this size
-LEAN_ELEMENTS = 2**24
-# scores per chunk otherwise (16 MB in float32): a chunk's rel-pos mask is
-# written and read again while it is still in a CPU's last-level cache.
-# Measured on a 2-core EPYC (32 MB L3), one global block at 64 x 64 tokens:
-# vit_b 600 against 850-1190 ms, the demo model 124-146 against 249 ms.
-CACHE_ELEMENTS = 2**22
+from .footprint import attention_rows
 
 
 def _rel_pos_attention(q, k, v, rel_h, rel_w, scale: float, width: int):
@@ -77,11 +69,7 @@ def _attend(self, qkv: torch.Tensor, h: int, w: int) -> torch.Tensor:
     rel_h = get_rel_pos(h, h, self.rel_pos_h)
     rel_w = get_rel_pos(w, w, self.rel_pos_w)
     lean = getattr(self, "lean", False)
-    per_row = b * heads * w * h * w
-    if lean:
-        rows = max(1, LEAN_ELEMENTS // per_row)
-    else:  # on a GPU, one call
-        rows = max(1, CACHE_ELEMENTS // per_row) if q.device.type == "cpu" else h
+    rows = attention_rows(b, heads, h, w, lean, q.device.type == "cpu")
     recompute = lean and torch.is_grad_enabled()
     parts = []
     for r0 in range(0, h, rows):

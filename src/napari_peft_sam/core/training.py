@@ -28,6 +28,7 @@ from .errors import UserError
 from .events import (
     CheckpointEvent,
     Event,
+    ProgressEvent,
     StepEvent,
     StopFlag,
     TrainResult,
@@ -177,9 +178,10 @@ def train(
         raise TrainingError(
             f"Cannot write {run_dir / EVENTS} ({error.strerror})."
         ) from None
-    _write_card(
-        trainer, "running", preflight=getattr(trainer, "preflight_message", None)
-    )
+    message = getattr(trainer, "preflight_message", None)
+    _write_card(trainer, "running", preflight=message)
+    if message:  # the memory saving turned on, for the CLI and the GUI to say
+        yield ProgressEvent(0, config.train.iterations, message)
     try:
         return (yield from _loop(trainer, stop, log))
     except BaseException as error:
