@@ -202,6 +202,22 @@ def test_a_bad_storage_is_refused_before_training(tmp_path, capsys, kind):
     assert snapshot(tmp_path) == before and not (tmp_path / "run").exists()
 
 
+def test_a_full_disk_when_recording_keeps_the_run_and_says_how(
+    tmp_path, capsys, monkeypatch
+):
+    from napari_peft_sam.core import store
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "add_record", full)
+    storage = tmp_path / "r.journal"
+    assert train(tmp_path, "run", "--storage", str(storage)) == 2
+    err = one_sentence(capsys)
+    assert "No space left on device" in err and "--resume --storage" in err
+    assert (tmp_path / "run" / "adapter_best.pt").is_file()
+
+
 # 8 -- a stop during the evaluation; a killed run's card ------------------------------
 
 

@@ -122,9 +122,19 @@ def run(
     record.metrics = evaluation.metrics
     record.evaluated_on = {"source": test_set.source, "images": len(test_set)}
     if storage:
-        from .store import add_record
+        from .errors import UserError
+        from .store import add_record, redact
 
-        add_record(storage, study, record.attrs())
+        try:
+            add_record(storage, study, record.attrs())
+        except OSError as error:  # a full disk, a store made read-only meanwhile
+            where = redact(storage)
+            raise UserError(
+                f"The run in {run_dir} is saved and evaluated, but the results store "
+                f"{where} could not take it ({error.strerror or error}); fix that and "
+                f"record it with: napari-peft-sam train --out {run_dir} --resume "
+                f"--storage {where}"
+            ) from None
     return record
 
 
