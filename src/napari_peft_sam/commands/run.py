@@ -82,10 +82,9 @@ def run_config(args: argparse.Namespace):
     from napari_peft_sam.core.errors import UserError
     from napari_peft_sam.core.methods import make_config
     from napari_peft_sam.core.recipes import resolve
-    from napari_peft_sam.core.runfolder import read_card
 
     source = args.out if args.resume else args.init_from
-    base = RunConfig.from_dict(read_card(source)["run_config"]) if source else None
+    base = RunConfig.from_card(source) if source else None
     if base is None and not (args.model and args.method and has_data(args)):
         raise UserError("Pass --model, --method and the data (--dataset or --images).")
     data = data_spec(args) if has_data(args) else base.data
@@ -336,6 +335,7 @@ class EvaluateCommand(Command):
             n_iterations=args.iterations,
             tune_on=tune_on,
             precision=args.precision,
+            refuse_missing=True,
         )
         result = run_to_end(events, printer.show)
         printer.close()

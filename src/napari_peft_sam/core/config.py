@@ -31,6 +31,19 @@ class DataSpec:
     split_seed: int = 0
     annotation: str | None = None  # the annotation set and version, if from one
 
+    def __post_init__(self) -> None:
+        seed, fraction = self.split_seed, self.val_fraction
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise ConfigError(
+                f"The split seed must be a whole number from 0 to 2**32 - 1, got {seed!r}."
+            )
+        if isinstance(fraction, bool) or not (
+            isinstance(fraction, (int, float)) and 0 < fraction < 1
+        ):
+            raise ConfigError(
+                f"The validation fraction must be between 0 and 1, got {fraction!r}."
+            )
+
     def describe(self) -> str:
         return self.dataset or f"{self.images} + {self.labels}"
 
@@ -277,6 +290,13 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        parts = ("data", "model", "method", "train", "train_sources")
+        if not isinstance(values, dict):
+            values = {"run config": values}
+        wrong = [k for k in parts if not isinstance(values.get(k, {}), dict)]
+        if "run config" in values or wrong:
+            where = wrong[0] if wrong else "run config"
+            raise ConfigError(f"The run config's {where!r} is not a mapping.")
         try:
             return cls(
                 data=DataSpec(**values.get("data", {})),
@@ -286,8 +306,28 @@ class RunConfig:
                 train_sources=dict(values.get("train_sources", {})),
                 init_from=values.get("init_from"),
             )
-        except TypeError as error:
+        except (TypeError, AttributeError) as error:
             raise ConfigError(f"Run config has an unknown field ({error}).") from None
+
+    @classmethod
+    def from_card(cls, run_dir: str | Path) -> RunConfig:
+        """The settings a run folder's card recorded (to resume or start from it)."""
+        from .errors import UserError
+        from .runfolder import read_card
+
+        values = read_card(run_dir).get("run_config")
+        if values is None:
+            raise UserError(
+                f"The card of {run_dir} has no 'run_config', so its settings are "
+                "unknown; start a new run with --model, --method and the data."
+            )
+        try:
+            return cls.from_dict(values)
+        except UserError as error:
+            raise UserError(
+                f"The card of {run_dir} is damaged ({str(error).rstrip('.')}); "
+                "start a new run."
+            ) from None
 
     def command(self, run_dir: str | Path) -> str:
         """The ``napari-peft-sam train`` call that reproduces this run."""

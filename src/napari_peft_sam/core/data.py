@@ -115,6 +115,11 @@ def normalize_image(image: np.ndarray, name: str = "image") -> np.ndarray:
         image = image.astype(np.uint8) * 255
     if not np.issubdtype(image.dtype, np.number):
         raise UserError(f"{name} has non-numeric pixels ({image.dtype}).")
+    if np.issubdtype(image.dtype, np.complexfloating):
+        raise UserError(
+            f"{name} has complex-valued pixels ({image.dtype}); pass real intensities "
+            "(e.g. the magnitude, numpy.abs) instead."
+        )
     if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
         raise UserError(
             f"{name} contains NaN or infinite values; fill or mask them first."
@@ -171,6 +176,12 @@ def _planes(
 ) -> list[tuple[np.ndarray, np.ndarray, str]]:
     """Split image/labels into matching 2D planes, validating their shapes."""
     image, labels = np.asarray(image), np.asarray(labels)
+    if labels.ndim == 3 and labels.shape[-1] in (3, 4) and min(labels.shape[:2]) > 4:
+        raise UserError(
+            f"The labels of {name} are an RGB (colour) image {labels.shape}; labels "
+            "must be one integer instance id per pixel: save them as a single-channel "
+            "integer label image (e.g. 16-bit TIFF), not colours."
+        )
     if labels.ndim == 3:
         if not stack:
             raise UserError(

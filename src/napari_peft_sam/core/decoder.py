@@ -71,5 +71,7 @@ def load_adapter_decoder(run_dir, sam, tag: str = "best", device="cpu"):
     path = decoder_path(run_dir, tag)
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from .checkpoints import load_tensors
+
+    state = load_tensors(path)
     return get_decoder(sam.image_encoder, state, device=device)

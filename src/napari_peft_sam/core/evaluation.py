@@ -234,8 +234,14 @@ def evaluate_model(
     n_iterations: int = 8,
     tune_on: Dataset | None = None,
     precision: str = "float32",
+    refuse_missing: bool = False,
 ) -> Generator[ProgressEvent, None, EvalResult]:
     """Evaluate a run folder or a base model; a run's card receives the numbers.
+
+    A run is evaluated as it was trained: ``checkpoint`` and an ``image_size``
+    other than the run's are refused. ``refuse_missing``: a metric the model
+    cannot compute (ais without a decoder) is a UserError before any work,
+    instead of a missing number.
 
     ``precision`` (``float32``, ``bfloat16`` or ``auto``: this machine's
     choice for the model, ``core.device.autocast_for(..., purpose="infer")``)
@@ -246,6 +252,7 @@ def evaluate_model(
     from .device import autocast_for, resolve_device
     from .models import load_base_model
 
+    _check_request(metrics, run_dir, tag, checkpoint, image_size, refuse_missing)
     torch_device = resolve_device(device)
     decoder = None
     if run_dir is not None:
@@ -266,6 +273,38 @@ def evaluate_model(
     if run_dir is not None:
         _record(run_dir, dataset, tag, result)
     return result
+
+
+def _check_request(metrics, run_dir, tag, checkpoint, image_size, refuse_missing):
+    from .errors import UserError
+
+    if run_dir is not None:
+        from .runfolder import read_card
+
+        size = read_card(run_dir)["base_model"]["image_size"]
+        if checkpoint is not None:
+            raise UserError(
+                "--checkpoint applies to a base model (--model); a run is evaluated "
+                "with the base model it was trained on: drop --checkpoint."
+            )
+        if image_size is not None and image_size != size:
+            raise UserError(
+                f"This run was trained at {size} px and is evaluated at that size; "
+                f"drop --image-size {image_size} (it applies to a base model, --model)."
+            )
+    if not refuse_missing:
+        return
+    from .decoder import decoder_path
+
+    has_decoder = run_dir is not None and decoder_path(run_dir, tag).is_file()
+    for name in metrics:
+        if catalog.get(name).needs_decoder and not has_decoder:
+            what = "this run" if run_dir is not None else "a base model"
+            raise UserError(
+                f"{name} needs an instance-segmentation decoder, which {what} does "
+                "not have; drop it from --metrics or evaluate a run trained with "
+                "--with-decoder."
+            )
 
 
 def _record(run_dir, dataset: Dataset, tag: str, result: EvalResult) -> None:

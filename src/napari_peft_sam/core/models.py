@@ -308,6 +308,7 @@ def load_base_model(
     _check_architecture(state, arch, path)
     if size != arch.image_size:
         state = _resize_position_state(state, sam)
+    _check_fits(state, sam, arch, path)
     missing, unexpected = sam.load_state_dict(state, strict=False)
     if missing or unexpected:
         first = (missing or unexpected)[0]
@@ -338,6 +339,25 @@ def _check_architecture(state: dict, arch: Architecture, path: Path) -> None:
             f"Checkpoint {path} is a {found} model, not {arch.name}; pass "
             f"--model {found}."
         )
+
+
+def _check_fits(state: dict, sam: Sam, arch: Architecture, path: Path) -> None:
+    """Refuse a file that is not this architecture's full weights (e.g. a run's
+    adapter) before loading it, in one sentence."""
+    target = sam.state_dict()
+    if "image_encoder.patch_embed.proj.weight" not in state:
+        raise UserError(
+            f"Checkpoint {path} is not the weights of a {arch.name} base model (it "
+            "has no image encoder: a run's adapter?); pass a base model's checkpoint "
+            "(a run is used with --run or --init-from)."
+        )
+    for key, value in state.items():
+        want = target.get(key)
+        if want is not None and tuple(getattr(value, "shape", ())) != want.shape:
+            raise UserError(
+                f"Checkpoint {path} does not fit a {arch.name} SAM ({key} has shape "
+                f"{tuple(value.shape)}, not {tuple(want.shape)}); check --model."
+            )
 
 
 def _resize_position_state(state: dict, sam: Sam) -> dict:

@@ -95,13 +95,12 @@ def _retrain_config(aset, model, method, init_from, train):
     from .config import DataSpec, ModelSpec, RunConfig
     from .methods import config_from_dict
     from .recipes import resolve
-    from .runfolder import read_card
 
     version = aset.version
     if version == 0:
         raise UserError(f"Set {aset.name!r} is empty; add annotated images first.")
     if init_from:
-        base = RunConfig.from_dict(read_card(init_from)["run_config"])
+        base = RunConfig.from_card(init_from)
         model_spec, method_config = base.model, base.method
     else:
         model_spec = ModelSpec(**(model or {"name": "demo"}))

@@ -77,7 +77,62 @@ def read_card(run_dir: str | os.PathLike) -> dict[str, Any]:
     missing = [k for k in ("base_model", "method") if not isinstance(card.get(k), dict)]
     if missing:
         raise UserError(f"{path} is damaged: it has no {missing[0]!r}.")
+    _check_base_model(path, card["base_model"])
+    if "run_config" in card and not isinstance(card["run_config"], dict):
+        raise UserError(f"{path} is damaged: its 'run_config' is not a mapping.")
+    if card.get("status") == "running" and owned(run_dir) is False:
+        card["status"] = KILLED  # its owner ended without saying how: a kill
     return card
+
+
+# The base model's record in a card (``core.models.BaseModelInfo``'s fields).
+BASE_MODEL_KEYS = {
+    "name": str,
+    "architecture": str,
+    "source": str,
+    "checkpoint": (str, type(None)),
+    "hash": (str, type(None)),
+    "image_size": int,
+    "extra": dict,
+}
+KILLED = "killed"
+
+
+def _check_base_model(path: Path, base: dict) -> None:
+    for key, kind in BASE_MODEL_KEYS.items():
+        if not isinstance(base.get(key), kind) or key not in base:
+            raise UserError(
+                f"{path} is damaged: its base_model has no valid {key!r}; restore "
+                "the card from a copy or train the run again."
+            )
+    extra = sorted(set(base) - set(BASE_MODEL_KEYS))
+    if extra:
+        raise UserError(
+            f"{path} is damaged: its base_model has an unknown entry {extra[0]!r}; "
+            "remove it or restore the card from a copy."
+        )
+
+
+def owned(run_dir: str | os.PathLike) -> bool | None:
+    """Whether a live process trains into ``run_dir`` now (it holds the owner
+    lock); None where that cannot be told (no ``fcntl``, an unreadable lock)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        handle = open(Path(run_dir) / OWNER_LOCK, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
 
 
 def update_card(
@@ -144,7 +199,14 @@ class RunFolder:
         self.created = True
 
     def _take(self) -> None:
-        self._handle = _flock(self.path / OWNER_LOCK, blocking=False)
+        try:
+            self._handle = _flock(self.path / OWNER_LOCK, blocking=False)
+        except OSError as error:  # a read-only file system, no permission
+            raise UserError(
+                f"Cannot write into the run folder {self.path} "
+                f"({error.strerror or error}); make it writable or choose another "
+                "--out (nothing was changed)."
+            ) from None
         if self._handle is None:
             raise UserError(
                 f"{self.path} is in use by another training run; wait for it to "

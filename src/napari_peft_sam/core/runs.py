@@ -74,6 +74,8 @@ def run(
     from .splits import held_out
     from .training import train
 
+    if storage:
+        check_storage(storage)
     result = yield from train(
         config,
         run_dir,
@@ -106,16 +108,75 @@ def run(
         return record
     test_set = test_set if test_set is not None else held_out(config, dataset)
     metrics = metrics or catalog.for_run(config.train.with_decoder)
-    evaluation = yield from evaluate_model(
-        test_set, metrics, run_dir=run_dir, device=config.train.device
+    evaluation = yield from _until_stopped(
+        evaluate_model(test_set, metrics, run_dir=run_dir, device=config.train.device),
+        stop,
     )
+    if evaluation is None:  # stopped during the evaluation
+        from .runfolder import update_card
+
+        reason = getattr(stop, "reason", None) or "stopped"
+        update_card(run_dir, {"status": f"{reason} during the evaluation"})
+        record.status = "stopped"
+        return record
     record.metrics = evaluation.metrics
     record.evaluated_on = {"source": test_set.source, "images": len(test_set)}
     if storage:
-        from .store import add_record
+        from .errors import UserError
+        from .store import add_record, redact
 
-        add_record(storage, study, record.attrs())
+        try:
+            add_record(storage, study, record.attrs())
+        except OSError as error:  # a full disk, a store made read-only meanwhile
+            where = redact(storage)
+            raise UserError(
+                f"The run in {run_dir} is saved and evaluated, but the results store "
+                f"{where} could not take it ({error.strerror or error}); fix that and "
+                f"record it with: napari-peft-sam train --out {run_dir} --resume "
+                f"--storage {where}"
+            ) from None
     return record
+
+
+def _until_stopped(events, stop):
+    """Pass ``events`` on until ``stop`` is set: returns their result, or None
+    after closing them when stopped."""
+    while True:
+        if stop is not None and stop.is_set():
+            events.close()
+            return None
+        try:
+            event = next(events)
+        except StopIteration as done:
+            return done.value
+        yield event
+
+
+def check_storage(location: str) -> None:
+    """Refuse a results store a finished run could not be recorded in, before
+    training starts; changes nothing on disk."""
+    import os
+
+    from .errors import UserError
+    from .store import check_journal, is_url, open_storage
+
+    if is_url(location):
+        open_storage(location)
+        return
+    path = Path(location)
+    if path.exists():
+        check_journal(path)
+        if not os.access(path, os.W_OK):
+            raise UserError(f"The results store {path} is not writable.")
+        return
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(
+            f"The results store {path} cannot be created ({parent} is not a writable "
+            "folder); choose another --storage."
+        )
 
 
 def base_model_record(

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
+from .errors import UserError
+
 if TYPE_CHECKING:
     from .config import RunConfig
     from .data import Dataset
@@ -51,7 +53,16 @@ def train_val(
             benchmark_dataset(spec.dataset, "val"),
         )
     dataset = dataset if dataset is not None else load(config)
-    return dataset.split(spec.val_fraction, spec.split_seed)
+    train, val = dataset.split(spec.val_fraction, spec.split_seed)
+    for part, name in ((train, "training"), (val, "validation")):
+        if not part.n_objects:
+            raise UserError(
+                f"The {name} part of the split ({len(part)} of {len(dataset)} "
+                "images) holds no labelled objects; change the validation fraction "
+                "(--val-fraction) or the split seed (--split-seed), or label objects "
+                "in more images."
+            )
+    return train, val
 
 
 def held_out(

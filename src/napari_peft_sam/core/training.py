@@ -211,7 +211,7 @@ def _warm_start(trainer: Trainer, source: Path) -> None:
 
         path = decoder_path(source, "best")
         if path.exists():
-            state = torch.load(path, weights_only=True)
+            state = ckpt.load_tensors(path)
             trainer.unetr.load_state_dict(state, strict=False)
 
 
@@ -220,7 +220,7 @@ def _restore(trainer: Trainer, run_dir: Path) -> None:
     if trainer.unetr is not None:
         from .decoder import decoder_path
 
-        state = torch.load(decoder_path(run_dir, "latest"), weights_only=True)
+        state = ckpt.load_tensors(decoder_path(run_dir, "latest"))
         trainer.unetr.load_state_dict(state, strict=False)
     try:
         trainer.load_state_dict(torch.load(run_dir / STATE, weights_only=True))
@@ -229,6 +229,16 @@ def _restore(trainer: Trainer, run_dir: Path) -> None:
             f"{run_dir / STATE} cannot be read ({type(error).__name__}); start a new "
             "run, or resume from a copy of the folder with an intact state.pt."
         ) from None
+    for group in trainer.optimizer.param_groups:
+        for param in group["params"]:
+            moments = trainer.optimizer.state.get(param, {}).get("exp_avg")
+            if moments is not None and moments.shape != param.shape:
+                raise UserError(
+                    f"{run_dir / STATE} belongs to another run (its optimizer state "
+                    f"has shape {tuple(moments.shape)} for a tensor of shape "
+                    f"{tuple(param.shape)}); put back this run's state.pt or start "
+                    "a new run."
+                )
 
 
 def _loop(trainer: Trainer, stop, log) -> Generator[Event, None, TrainResult]:
