@@ -48,9 +48,15 @@ def test_adds_are_versions_of_files_the_cli_reads(tmp_path) -> None:
         labels = read_image(aset.folder / "labels" / entry["file"])
         assert array_hash(labels) == entry["labels_sha256"]
         assert sorted(np.unique(labels)) == [0, 1, 2]  # ids made consecutive
-    # a version names the files of the set, not copies that could drift
-    same = (v2["train_images"] / entries[0]["file"]).stat()
-    assert same.st_ino == (aset.folder / "images" / entries[0]["file"]).stat().st_ino
+    # a version holds copies: editing one never reaches the add-only original
+    copy = v2["train_images"] / entries[0]["file"]
+    assert (
+        copy.read_bytes() == (aset.folder / "images" / entries[0]["file"]).read_bytes()
+    )
+    assert (
+        copy.stat().st_ino
+        != (aset.folder / "images" / entries[0]["file"]).stat().st_ino
+    )
     assert entries[0]["effort"] == [{"clicks": 3, "seconds": 2.0}] * 2
 
 

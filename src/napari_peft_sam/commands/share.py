@@ -27,7 +27,8 @@ class ExportCommand(Command):
         parser.add_argument(
             "--out",
             required=True,
-            help="output .pt file; for bioimageio a .zip file or a folder",
+            help="output .pt file (ending in / : a file in that folder); for bioimageio a "
+            ".zip file or a folder",
         )
         parser.add_argument("--tag", default="best", choices=["best", "latest"])
         parser.add_argument(
@@ -81,7 +82,9 @@ class ExportCommand(Command):
             decoder=args.decoder,
             **package,
         )
-        extra = "" if args.format == "bioimageio" else f" (recipe in {args.out}.json)"
+        extra = (
+            "" if args.format == "bioimageio" else f" (recipe in {recipe['path']}.json)"
+        )
         decoder = " with the AIS decoder" if recipe["decoder"] else ""
         print(f"wrote {recipe['path']}{decoder}{extra}")
         if recipe.get("peft_kwargs"):

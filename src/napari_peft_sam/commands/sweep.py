@@ -144,10 +144,17 @@ class ReportCommand(Command):
             help="also draw METRIC over hyperparameters X and Y",
         )
         parser.add_argument("--out", default="heatmap.png", help="heatmap file")
+        parser.add_argument(
+            "--overwrite", action="store_true", help="replace an existing --out"
+        )
 
     def run(self, args):
         from napari_peft_sam.core import results
 
+        if args.heatmap:
+            from napari_peft_sam.core.heatmap import check_target
+
+            check_target(args.out, args.overwrite, args.storage)
         table = results.rows(args.storage, args.study)
         if not table:
             from napari_peft_sam.core.errors import UserError

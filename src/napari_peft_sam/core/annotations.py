@@ -5,8 +5,9 @@ A set lives in ``HOME/annotations/<name>/``::
     manifest.json            what the set holds (below), rewritten atomically
     images/0001_<stem>.tif   each image, written once
     labels/0001_<stem>.tif   its instance labels (int32), written once
-    v0003/train/images|labels     version 3: hard links to the images then present,
-    v0003/held_out/images|labels  so ``--images``/``--labels`` can name a version
+    v0003/train/images|labels     version 3: copies of the images then present,
+    v0003/held_out/images|labels  written when first asked for (a retrain, or
+                                  ``folders``) so ``--images``/``--labels`` can name it
 
 The manifest lists every image (file, sha256 of image and labels, time added,
 objects, whether every object is annotated, which model round annotated it,
@@ -15,17 +16,18 @@ held out) and every retrain run (version, round, held-out metrics). Nothing
 is ever removed or changed: image ``n`` (1-based, in the order added) is held
 out when ``n`` is a multiple of the set's ``held_out_every``, decided when it
 is added, so the held-out share grows with the set and a run's held-out
-images stay held out. Torch-free (the GUI reads manifests directly).
+images stay held out. Before a version is trained on or written, every image
+and label file is checked against the manifest's hashes: an edited or deleted
+original is refused in one sentence, never trained on. Torch-free (the GUI
+reads manifests directly).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,6 +38,16 @@ import numpy as np
 
 from .errors import UserError
 from .files import atomic_write_json, atomic_write_tiff
+from .setfiles import (
+    _check_manifest,
+    _damaged,
+    array_hash,
+    exact_hash,
+    missing,
+    verified,
+    version_entry,
+    write_version,
+)
 
 SETS = "annotations"
 MANIFEST = "manifest.json"
@@ -68,14 +80,6 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def array_hash(array: np.ndarray) -> str:
-    """sha256 of an array's dtype, shape and pixels (equal pixels, equal hash)."""
-    array = np.ascontiguousarray(array)
-    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
-    digest.update(array.view(np.uint8).reshape(-1))
-    return digest.hexdigest()
-
-
 def sets_root(home: str | os.PathLike) -> Path:
     return Path(home) / SETS
 
@@ -98,14 +102,6 @@ def _locked(folder: Path) -> Iterator[None]:
         yield
     finally:
         handle.close()
-
-
-def _link(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:  # no hard links here (some network or Windows shares)
-        shutil.copy2(source, target)
 
 
 class AnnotationSet:
@@ -132,6 +128,7 @@ class AnnotationSet:
             )
         folder = sets_root(home) / name
         if (folder / MANIFEST).is_file():
+            cls(folder).manifest  # noqa: B018  (a damaged set: one sentence now)
             return cls(folder)
         if not create:
             raise UserError(f"There is no annotation set {name!r} in {folder.parent}.")
@@ -158,8 +155,14 @@ class AnnotationSet:
 
     @property
     def manifest(self) -> dict[str, Any]:
-        """The manifest as it is on disk now."""
-        return json.loads((self.folder / MANIFEST).read_text())
+        """The manifest as it is on disk now (checked: one sentence if damaged)."""
+        path = self.folder / MANIFEST
+        try:
+            return _check_manifest(json.loads(path.read_text()), path)
+        except (OSError, ValueError) as error:
+            if isinstance(error, UserError):
+                raise
+            raise _damaged(path, type(error).__name__) from None
 
     @property
     def name(self) -> str:
@@ -189,15 +192,17 @@ class AnnotationSet:
         checked = [_checked(item) for item in items]
         with _locked(self.folder):
             manifest = self.manifest
+            missing(self.folder, manifest["images"])
             known = {e["image_sha256"]: e["file"] for e in manifest["images"]}
             round = len(manifest["runs"]) if round is None else round
             entries = []
             for item, labels in checked:
                 digest = array_hash(item.image)
-                if digest in known:
+                seen = known.get(digest) or known.get(exact_hash(item.image))
+                if seen:
                     raise UserError(
                         f"{item.name} is already in set {self.name!r} (as "
-                        f"{known[digest]}); annotate another image."
+                        f"{seen}); annotate another image."
                     )
                 number = len(manifest["images"]) + len(entries) + 1
                 entry = self._write(item, labels, digest, number, manifest)
@@ -205,7 +210,7 @@ class AnnotationSet:
                 known[digest] = entry["file"]
                 entries.append(entry)
             manifest["images"] += entries
-            version = self._write_version(manifest)
+            version = version_entry(manifest)
             manifest["versions"].append(version)
             atomic_write_json(self.folder / MANIFEST, manifest)
         return version
@@ -237,39 +242,23 @@ class AnnotationSet:
             ],
         }
 
-    def _write_version(self, manifest: dict) -> dict[str, Any]:
-        """Link every image now in the set into ``vNNNN/train|held_out``."""
-        number = len(manifest["versions"]) + 1
-        folder = self.folder / f"v{number:04d}"
-        if folder.exists():  # left by an add that died before its manifest
-            shutil.rmtree(folder)
-        for entry in manifest["images"]:
-            part = "held_out" if entry["held_out"] else "train"
-            for kind in ("images", "labels"):
-                _link(
-                    self.folder / kind / entry["file"],
-                    folder / part / kind / entry["file"],
-                )
-        held = sum(e["held_out"] for e in manifest["images"])
-        return {
-            "version": number,
-            "created": now(),
-            "images": len(manifest["images"]),
-            "train": len(manifest["images"]) - held,
-            "held_out": held,
-            "objects": sum(e["objects"] for e in manifest["images"]),
-        }
+    def version_entries(self, version: int) -> list[dict[str, Any]]:
+        """The manifest's entries of the images version ``version`` holds."""
+        return [e for e in self.manifest["images"] if e["version"] <= version]
 
     # -- reading ---------------------------------------------------------------------
 
     def folders(self, version: int | None = None) -> dict[str, Path | None]:
-        """``--images``/``--labels`` folders of a version (None where empty)."""
+        """``--images``/``--labels`` folders of a version (None where empty),
+        written (copies of the checked originals) the first time they are asked for."""
         version = version or self.version
         if not 1 <= version <= self.version:
             raise UserError(
                 f"Set {self.name!r} has versions 1 to {self.version}, not {version}."
             )
         root = self.folder / f"v{version:04d}"
+        with _locked(self.folder):
+            write_version(self.folder, root, self.version_entries(version))
         return {
             f"{part}_{kind}": (root / part / kind)
             if (root / part / kind).is_dir()
@@ -282,23 +271,32 @@ class AnnotationSet:
         return f"annotation set '{self.name}' v{version or self.version:04d}"
 
     def datasets(self, version: int | None = None):
-        """The training images of a version and its held-out images (or None)."""
-        from .sources import from_files
+        """The training images of a version and its held-out images (or None),
+        read from the originals after checking them against the manifest."""
+        from .data import from_arrays
 
         version = version or self.version
-        paths = self.folders(version)
-        if paths["train_images"] is None:
+        entries = self.version_entries(version)
+        pairs = verified(self.folder, entries)
+        parts = {}
+        for held in (False, True):
+            chosen = [
+                (p, e["file"])
+                for p, e in zip(pairs, entries, strict=True)
+                if e["held_out"] == held
+            ]
+            if chosen:
+                arrays, names = zip(*chosen, strict=True)
+                parts[held] = from_arrays(list(arrays), list(names))
+        if False not in parts:
             raise UserError(
                 f"Set {self.name!r} v{version:04d} has no training image yet: every "
                 f"{self.manifest['held_out_every']}th image is held out; add another."
             )
-        train = from_files(paths["train_images"], paths["train_labels"])
-        train.source = self.describe(version)
-        held = None
-        if paths["held_out_images"] is not None:
-            held = from_files(paths["held_out_images"], paths["held_out_labels"])
-            held.source = f"{self.describe(version)} (held-out)"
-        return train, held
+        parts[False].source = self.describe(version)
+        if True in parts:
+            parts[True].source = f"{self.describe(version)} (held-out)"
+        return parts[False], parts.get(True)
 
     def summary(self) -> dict[str, Any]:
         """Counts for the GUI: images, held out, objects, version, round."""
@@ -352,7 +350,7 @@ def effort_summary(round: int, objects: list[dict], images: int) -> dict[str, An
 
 def _checked(item: Item) -> tuple[Item, np.ndarray]:
     """The item's labels as consecutive int32 ids, after the checks of training data."""
-    from .data import MIN_SIDE, check_labels, relabel_consecutive
+    from .data import MIN_SIDE, check_labels, from_arrays, relabel_consecutive
 
     labels = check_labels(item.labels, f"labels of {item.name}")
     image = np.asarray(item.image)
@@ -368,6 +366,7 @@ def _checked(item: Item) -> tuple[Item, np.ndarray]:
         raise UserError(
             f"{item.name} has no annotated object; commit at least one object first."
         )
+    from_arrays([(image, labels)], [item.name])  # every check training makes
     return item, labels
 
 

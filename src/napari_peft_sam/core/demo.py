@@ -17,6 +17,7 @@ def run_demo(workdir: Path, log=print, spec=None) -> dict:
     ``spec`` replaces the ``demo`` preset (tests run the same path on ``tiny``).
     """
     from . import catalog, results
+    from .errors import UserError
     from .evaluation import evaluate_model
     from .events import run_to_end
     from .executors import launch
@@ -26,6 +27,10 @@ def run_demo(workdir: Path, log=print, spec=None) -> dict:
     from .store import add_record
 
     workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise UserError(
+            f"--workdir {workdir} is a file; pass a folder for the results."
+        )
     storage = str(workdir / "results.journal")
     spec = spec or preset("demo")
     test_set = held_out(spec.run_config(spec.points()[0]))

@@ -15,19 +15,22 @@
 - ``bioimageio``: a bioimage.io model package made by micro-sam's own
   exporter from the merged weights (``core.bioimageio_export``).
 
-A JSON recipe beside each checkpoint says how to load it. A run's own files
-are never overwritten, and an existing target only when asked to.
+A JSON recipe beside each checkpoint (``OUT.json``) says how to load it; it is
+checked like the checkpoint, and both are written or neither. No run's own
+files are ever overwritten, an existing target only when asked to, and weights
+holding NaN or infinite values are refused.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import UserError
-from .files import atomic_write, atomic_write_json
+from .files import staged, writing
 
 if TYPE_CHECKING:  # torch loads with the first export, not with FORMATS
     import torch
@@ -67,7 +70,8 @@ def export_run(
     fmt
         ``micro-sam``, ``merged`` or ``bioimageio`` (see the module docstring).
     out
-        Target file; for ``bioimageio`` a ``.zip`` file or a folder.
+        Target file (a path ending in ``/``: a file named after the run in
+        that folder); for ``bioimageio`` a ``.zip`` file or a folder.
     tag
         Which adapter: ``best`` or ``latest``.
     overwrite
@@ -93,9 +97,12 @@ def export_run(
 
     if fmt not in FORMATS:
         raise UserError(f"Unknown export format {fmt!r}; use {', '.join(FORMATS)}.")
+    into_folder = str(out).endswith(("/", os.sep))  # "--out newdir/": a folder
     run_dir, out = Path(run_dir), Path(out)
     if not run_dir.is_dir():
         raise UserError(f"Run folder {run_dir} does not exist; pass a run's folder.")
+    if into_folder and fmt != "bioimageio":
+        out = out / f"{run_dir.resolve().name}-{fmt}.pt"
     card = read_card(run_dir)
     cfg = config_from_dict(card["method"])
     info = BaseModelInfo(**card["base_model"])
@@ -108,16 +115,30 @@ def export_run(
 
         spec = get_method(cfg.method)
         spec.merge(sam, cfg)
-        recipe = export_package(
-            sam.state_dict(), decoder_state, card, out, overwrite, **package
-        )
-    else:
-        payload, recipe = checkpoint_payload(fmt, sam, cfg, info, decoder_state)
-        recipe = write_checkpoint(out, payload, recipe)
-    recipe["how_to_open"] = how_to_open(recipe)
-    if fmt != "bioimageio":
-        atomic_write_json(out.with_name(out.name + ".json"), recipe)
-    return recipe
+        check_finite(sam.state_dict(), decoder_state, run_dir, tag)
+        with writing(out, "choose another --out"):
+            recipe = export_package(
+                sam.state_dict(), decoder_state, card, out, overwrite, **package
+            )
+        recipe["how_to_open"] = how_to_open(recipe)
+        return recipe
+    payload, recipe = checkpoint_payload(fmt, sam, cfg, info, decoder_state)
+    check_finite(sam.state_dict(), decoder_state, run_dir, tag)
+    return write_checkpoint(out, payload, recipe)
+
+
+def check_finite(
+    state: dict[str, torch.Tensor], decoder_state: dict | None, run_dir: Path, tag: str
+) -> None:
+    """Refuse to export weights holding NaN or infinite values (a diverged run)."""
+    import torch
+
+    for name, tensor in (*state.items(), *(decoder_state or {}).items()):
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise UserError(
+                f"The {tag} weights of {run_dir} hold NaN or infinite values ({name}): "
+                "the run diverged; retrain with a lower learning rate."
+            )
 
 
 def check_exportable(fmt: str, cfg: MethodConfig, info: BaseModelInfo) -> None:
@@ -151,30 +172,76 @@ def check_exportable(fmt: str, cfg: MethodConfig, info: BaseModelInfo) -> None:
 
 
 def check_target(run_dir: Path, out: Path, overwrite: bool, sidecar: bool) -> None:
-    """Refuse a target that is a run's own file, or exists and is not to be replaced."""
+    """Refuse a target that holds the run, is any run's own file (the recipe
+    beside it too), or exists and is not to be replaced."""
     run = run_dir.resolve()
     if out.resolve() == run or run.is_relative_to(out.resolve()):
         raise UserError(f"{out} holds the run itself; choose a target outside it.")
-    for path in (out, out.with_name(out.name + ".json")) if sidecar else (out,):
-        if path.resolve().parent == run and any(
-            fnmatch(path.name, p) for p in RUN_FILES
-        ):
+    paths = (out, recipe_path(out)) if sidecar else (out,)
+    for path in paths:
+        if is_run_file(path):
             raise UserError(
-                f"{path} is one of the run's own files; choose another name for the export."
+                f"{path} is one of the run's own files in {path.parent}; choose "
+                "another name for the export."
             )
+    if not sidecar:
+        return check_package_target(out, overwrite)
+    for path in paths:
+        if path.is_dir():
+            raise UserError(
+                f"{path} is a folder; give a file name for the export (or end --out "
+                "with / to write into a folder)."
+            )
+        if path.exists() and not overwrite:
+            raise UserError(
+                f"{path} already exists; choose another target or pass --overwrite "
+                "to replace it."
+            )
+    if recipe_path(out).exists() and not is_recipe(recipe_path(out)):
+        raise UserError(
+            f"{recipe_path(out)} is not an export's recipe, and an export writes its "
+            "recipe there; choose another name for the export."
+        )
+
+
+def check_package_target(out: Path, overwrite: bool) -> None:
+    """A bioimage.io target: a new or replaceable .zip, or a package folder."""
     if out.exists() and not overwrite:
         raise UserError(
             f"{out} already exists; choose another target or pass --overwrite to replace it."
         )
-    folder = not sidecar and out.suffix.lower() != ".zip"
-    if not folder and out.is_dir():
-        raise UserError(f"{out} is a folder; give a file name for the export.")
+    if out.suffix.lower() == ".zip":
+        if out.is_dir():
+            raise UserError(f"{out} is a folder; give a file name for the export.")
+        return
     package_files = ("rdf.yaml", "bioimageio.yaml")
-    if folder and out.exists() and not any((out / f).is_file() for f in package_files):
+    if out.exists() and not any((out / f).is_file() for f in package_files):
         raise UserError(
             f"{out} exists but is not a bioimage.io package folder; choose a new "
             "folder or a .zip file."
         )
+
+
+def recipe_path(out: Path) -> Path:
+    """The JSON recipe beside an exported checkpoint."""
+    return out.with_name(out.name + ".json")
+
+
+def is_recipe(path: Path) -> bool:
+    """Whether ``path`` is a recipe an earlier export wrote (so replaceable)."""
+    try:
+        recipe = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(recipe, dict) and recipe.get("format") in FORMATS
+
+
+def is_run_file(path: Path) -> bool:
+    """Whether ``path`` is one of a run folder's own files (any run's)."""
+    from .runfolder import CARD
+
+    folder = path.resolve().parent
+    return (folder / CARD).is_file() and any(fnmatch(path.name, p) for p in RUN_FILES)
 
 
 def load_decoder_state(run_dir: Path, tag: str) -> dict[str, torch.Tensor] | None:
@@ -225,19 +292,24 @@ def checkpoint_payload(
 
 
 def write_checkpoint(out: Path, payload: Any, recipe: dict) -> dict[str, Any]:
-    """Write ``payload`` atomically; the recipe gains the file's path and hash."""
+    """Write ``payload`` and its recipe beside it, both or neither; returns the
+    recipe (with the file's path, hash and how to open it)."""
     import torch
 
     from .models import file_hash
 
     cpu = _to_cpu(payload)
-    atomic_write(out, lambda f: torch.save(cpu, f))
-    return {
-        **recipe,
-        "path": str(out),
-        "checkpoint_path": str(out),
-        "hash": file_hash(out),
-    }
+    with writing(out, "choose another --out"), staged(out, recipe_path(out)) as tmp:
+        torch.save(cpu, tmp[0])
+        recipe = {
+            **recipe,
+            "path": str(out),
+            "checkpoint_path": str(out),
+            "hash": file_hash(tmp[0]),
+        }
+        recipe["how_to_open"] = how_to_open(recipe)
+        tmp[1].write_text(json.dumps(recipe, indent=2, default=str) + "\n")
+    return recipe
 
 
 def _to_cpu(value: Any) -> Any:

@@ -14,10 +14,12 @@ Torch-free; matplotlib is imported only to draw a PNG.
 
 from __future__ import annotations
 
+import io
 import textwrap
 from dataclasses import dataclass, field
 
 from . import stats
+from .files import atomic_write, writing
 
 MAX_DIFFERENCES = 3  # named in a left-out line
 
@@ -200,5 +202,29 @@ def draw(data: HeatmapData, path) -> None:
     fig.colorbar(image, ax=ax)
     fig.tight_layout(rect=(0, 0.12 * len(notes) / size[1], 1, 1))
     fig.text(0.01, 0.01, "\n".join(notes), fontsize=7, va="bottom")
-    fig.savefig(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     plt.close(fig)
+    with writing(path, "choose another --out"):
+        atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def check_target(path, overwrite: bool = False, storage: str | None = None) -> None:
+    """Refuse a PNG target that is a folder, the results store, a run's own
+    file, in a missing folder, or exists without ``overwrite``."""
+    from pathlib import Path
+
+    from .errors import UserError
+    from .export import is_run_file
+    from .files import refuse_target
+
+    path = Path(path)
+    if storage and "://" not in storage and path.resolve() == Path(storage).resolve():
+        raise UserError(f"{path} is the results store; choose another --out.")
+    if is_run_file(path):
+        raise UserError(f"{path} is one of a run's own files; choose another --out.")
+    if not path.parent.is_dir():
+        raise UserError(
+            f"The folder {path.parent} does not exist; create it or choose another --out."
+        )
+    refuse_target(path, overwrite)
