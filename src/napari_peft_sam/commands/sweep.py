@@ -33,6 +33,9 @@ class SweepCommand(Command):
         )
         parser.add_argument("--runs", default="runs", help="folder for the run folders")
         parser.add_argument(
+            "--name", help="the sweep's name in the store (default: the spec's)"
+        )
+        parser.add_argument(
             "--set",
             action="append",
             metavar="KEY=VALUE",
@@ -57,7 +60,7 @@ class SweepCommand(Command):
             "--grace",
             type=float,
             default=600.0,
-            help="seconds without heartbeat before a remote trial counts as lost",
+            help="seconds without heartbeat (the lease) before a running trial counts as lost",
         )
         slurm = parser.add_argument_group("slurm")
         slurm.add_argument("--partition")
@@ -85,14 +88,16 @@ class SweepCommand(Command):
     def run(self, args):
         from napari_peft_sam.core import executors, results
         from napari_peft_sam.core.presets import preset
+        from napari_peft_sam.core.search import run_search
         from napari_peft_sam.core.sweep import SweepSpec
-        from napari_peft_sam.core.worker import run_search
 
         spec = preset(args.preset) if args.preset else SweepSpec.load(args.config)
         overrides = parse_sets(args.set)
         changes = {"fixed": {**spec.fixed, **coerce_numbers(overrides)}}
         if args.seeds is not None:
             changes["seeds"] = args.seeds
+        if args.name is not None:
+            changes["name"] = args.name
         spec = SweepSpec.from_dict({**spec.__dict__, **changes})
         _check_places(args)
         if args.status or args.cancel:
@@ -137,7 +142,17 @@ class SweepCommand(Command):
 def coerce_numbers(values: dict[str, str]) -> dict:
     import yaml
 
-    return {k: yaml.safe_load(v) for k, v in values.items()}
+    from napari_peft_sam.core.errors import UserError
+
+    out = {}
+    for key, text in values.items():
+        try:
+            out[key] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise UserError(
+                f"--set {key}={text} is not a valid value (numbers, words, [lists])."
+            ) from None
+    return out
 
 
 class ReportCommand(Command):

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .store import PASSWORD_ENV, open_storage, open_study, without_password
-from .sweep import SweepSpec
+from .store import PASSWORD_ENV, open_storage, open_study, redact, without_password
+from .sweep import SweepSpec, check_reuse, claim
 from .worker import run_worker
 
 
@@ -222,12 +222,14 @@ def launch(
     """Start ``workers`` workers of ``kind``; returns their job handles."""
     if kind not in EXECUTORS:
         raise UserError(f"Unknown executor {kind!r}; choose {', '.join(EXECUTORS)}.")
+    check_reuse(storage, spec.name, spec)
     runs = Path(runs).resolve()
     if EXECUTORS[kind].build is None:
         return [InlineJob(run_worker(storage, spec, runs, grace_s))]
     folder = runs / "jobs" / "%j"
     # create the study before the workers start
     study = open_study(open_storage(storage, write=True), spec.name, create=True)
+    claim(study, spec, redact(storage))
     executor = EXECUTORS[kind].build(folder, options or {})
     public, password = without_password(storage)
     if password:  # inherited by local jobs and by sbatch (--export=ALL)
