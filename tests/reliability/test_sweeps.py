@@ -164,3 +164,108 @@ def test_a_point_of_a_worker_lost_in_a_pid_namespace_is_requeued(tmp_path):
     assert lost.user_attrs.get("lost") is True
     done = {t.user_attrs["point"] for t in study.trials if t.state.name == "COMPLETE"}
     assert len(done) == len(spec.points())
+
+
+def test_a_grown_grid_whose_new_points_all_fail_exits_non_zero(
+    tmp_path, capsys, monkeypatch
+):
+    from functools import partial
+
+    storage, runs = str(tmp_path / "s.journal"), str(tmp_path / "runs")
+    run_worker(storage, SweepSpec.from_dict(SPEC), runs, runner=fake_runner)
+    monkeypatch.setattr(
+        "napari_peft_sam.core.worker.run_point", partial(fake_runner, fail_rank=8)
+    )
+    grown = write_spec(tmp_path, grid={"rank": [1, 2, 4, 8], "alpha": [1, 4]})
+    args = ["sweep", "--config", str(grown), "--storage", storage, "--runs", runs]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "2 of 8 points of the sweep failed" in err and "rank 8 always fails" in err
+
+
+def test_the_csv_names_a_grid_dataset_once(tmp_path, capsys):
+    from napari_peft_sam.core.results import to_csv
+    from napari_peft_sam.core.store import rows
+
+    storage = str(tmp_path / "s.journal")
+    spec = SweepSpec.from_dict(
+        {**SPEC, "grid": {"dataset": ["organoids"], "rank": [1], "alpha": [1]}}
+    )
+    run_worker(storage, spec, tmp_path / "runs", runner=fake_runner)
+    header = to_csv(rows(storage)).splitlines()[0].split(",")
+    assert header.count("dataset") == 1
+
+
+def test_a_missing_primary_with_search_is_refused_up_front(tmp_path, capsys):
+    path = write_spec(tmp_path, primary="ais")
+    storage = str(tmp_path / "s.journal")
+    refused(
+        ["sweep", "--config", str(path), "--storage", storage, "--search", "3"],
+        capsys,
+        "primary metric 'ais' is not among its metrics",
+    )
+    assert not (tmp_path / "s.journal").exists()
+
+
+SLOW_SWEEP = """
+import sys
+from functools import partial
+from napari_peft_sam.core import worker
+from napari_peft_sam.cli import main
+from tests.sweep_helpers import fake_runner
+worker.run_point = partial(fake_runner, sleep=1.0)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_to_an_inline_sweep_exits_143_and_requeues_the_point(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    storage, runs = str(tmp_path / "s.journal"), tmp_path / "runs"
+    path = write_spec(tmp_path)
+    args = ["sweep", "--config", str(path), "--storage", storage, "--runs", str(runs)]
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_SWEEP, *args],
+        cwd=root,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = runs / "calls.log"
+    while not log.exists() and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    # the stopped point runs again on resume; every point completes once
+    run_worker(storage, SweepSpec.from_dict(SPEC), runs, runner=fake_runner)
+    study = open_study(open_storage(storage), "crash")
+    done = [t.user_attrs["point"] for t in study.trials if t.state.name == "COMPLETE"]
+    assert sorted(set(done)) == sorted(done) and len(done) == 6
+
+
+def test_local_jobs_are_found_again_by_pid_and_start_time(tmp_path):
+    import subprocess
+    import sys
+
+    from napari_peft_sam.core.executors import LocalHandle
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        job = {"id": str(proc.pid), "pid_start": process_start(proc.pid)}
+        other = LocalHandle({**job, "pid_start": "1"})  # the pid, reused
+        assert other.state == "FINISHED"
+        other.cancel()
+        assert proc.poll() is None
+        handle = LocalHandle(job)
+        assert handle.state == "RUNNING"
+        handle.cancel()
+        assert proc.wait(timeout=60) == -15
+        assert handle.state == "FINISHED"
+    finally:
+        proc.kill()
+        proc.wait()

@@ -90,6 +90,7 @@ class SweepCommand(Command):
         from napari_peft_sam.core.presets import preset
         from napari_peft_sam.core.search import run_search
         from napari_peft_sam.core.sweep import SweepSpec
+        from napari_peft_sam.core.worker import STOPPED_BY
 
         spec = preset(args.preset) if args.preset else SweepSpec.load(args.config)
         overrides = parse_sets(args.set)
@@ -122,6 +123,13 @@ class SweepCommand(Command):
         executors.wait(jobs, report=lambda text: print(text, file=sys.stderr))
         table = results.rows(args.storage, [spec.name])
         print(results.markdown(table))
+        if STOPPED_BY:  # SIGTERM: the running point is queued again
+            print(
+                "error: the sweep was stopped by SIGTERM; run the same command "
+                "again to finish its points.",
+                file=sys.stderr,
+            )
+            return 128 + STOPPED_BY.pop()
         return _outcome(table)
 
     @staticmethod
@@ -209,16 +217,33 @@ def _check_places(args) -> None:
 
 
 def _outcome(table: list[dict]) -> int:
-    """0 if any point completed; else the first failure's reason, exit 2 or 1."""
-    if any(r["status"] == "complete" for r in table):
+    """0 if every point completed; else the first failure's reason, exit 2 or 1.
+
+    Points whose worker was lost or stopped are left out: a resume reruns them.
+    """
+    failed = [
+        r
+        for r in table
+        if r["status"] != "complete"
+        and r.get("error")
+        and not str(r["error"]).startswith(("worker lost", "stopped"))
+    ]
+    if not any(r["status"] == "complete" for r in table):
+        if not failed:
+            print("error: the sweep ran no point.", file=sys.stderr)
+            return 1
+        error = str(failed[0]["error"])
+        print(
+            f"error: no point of the sweep succeeded; the first failed with: {error}",
+            file=sys.stderr,
+        )
+    elif failed:
+        error = str(failed[0]["error"])
+        print(
+            f"error: {len(failed)} of {len(table)} points of the sweep failed; "
+            f"the first with: {error}",
+            file=sys.stderr,
+        )
+    else:
         return 0
-    failed = [r for r in table if r.get("error")]
-    if not failed:
-        print("error: the sweep ran no point.", file=sys.stderr)
-        return 1
-    error = str(failed[0]["error"])
-    print(
-        f"error: no point of the sweep succeeded; the first failed with: {error}",
-        file=sys.stderr,
-    )
     return 2 if error.split(":")[0] in USER_ERRORS else 1

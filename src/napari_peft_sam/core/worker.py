@@ -312,6 +312,10 @@ def run_worker(
     return ran
 
 
+# the signals that stopped a worker of this process (an inline sweep exits 128 + it)
+STOPPED_BY: list[int] = []
+
+
 def _stop_on_sigterm():
     """A stop flag that SIGTERM sets (SLURM's time limit, ``scancel``): the
     running point saves its checkpoint and is queued again, not failed."""
@@ -326,6 +330,7 @@ def _stop_on_sigterm():
 
     def handle(signum, frame):
         stop.reason = "SIGTERM"
+        STOPPED_BY.append(signum)
         stop.stop()
         if callable(previous):
             previous(signum, frame)
