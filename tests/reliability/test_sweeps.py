@@ -269,3 +269,35 @@ def test_local_jobs_are_found_again_by_pid_and_start_time(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_silent_client_does_not_block_the_model_service(tmp_path):
+    import socket as sockets
+    import threading
+    from multiprocessing.connection import Client, Listener
+
+    from napari_peft_sam.core.service import accept
+
+    key = b"k" * 32
+    listener = Listener(authkey=key)
+    silent = sockets.socket(sockets.AF_UNIX)
+    silent.connect(listener.address)  # connects and never says a word
+    replies = []
+
+    def service():
+        conn = Client(listener.address, authkey=key)
+        conn.send("hello")
+        replies.append(conn.recv())
+        conn.close()
+
+    thread = threading.Thread(target=service, daemon=True)
+    thread.start()
+    try:
+        conn = accept(listener, lambda: False, tries=30, handshake_s=0.5)
+        assert conn is not None and conn.recv() == "hello"
+        conn.send("ok")
+        thread.join(30)
+        assert replies == ["ok"]
+    finally:
+        silent.close()
+        listener.close()
