@@ -301,3 +301,43 @@ def test_a_silent_client_does_not_block_the_model_service(tmp_path):
     finally:
         silent.close()
         listener.close()
+
+
+def _damaged_journal(tmp_path, change):
+    import json
+
+    storage = tmp_path / "s.journal"
+    run_worker(
+        str(storage), SweepSpec.from_dict(SPEC), tmp_path / "runs", runner=fake_runner
+    )
+    lines = storage.read_text().splitlines()
+    storage.write_text("\n".join(change(lines, json)) + "\n")
+    return storage
+
+
+def _unknown_op(lines, json):
+    return [*lines, json.dumps({"op_code": 99, "worker_id": "x"})]
+
+
+def _wrong_metrics(lines, json):
+    out = []
+    for line in lines:
+        record = json.loads(line)
+        if "metrics" in record.get("user_attr", {}):
+            record["user_attr"]["metrics"] = "garbage"
+        out.append(json.dumps(record))
+    return out
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (_unknown_op, "is not a readable results store"),
+        (_wrong_metrics, "has metrics of the wrong type (str)"),
+    ],
+)
+def test_corrupt_journals_are_sentences(tmp_path, capsys, change, words):
+    storage = _damaged_journal(tmp_path, change)
+    before = snapshot(tmp_path)
+    refused(["report", "--storage", str(storage)], capsys, words)
+    assert snapshot(tmp_path) == before
