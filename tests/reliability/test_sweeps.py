@@ -341,3 +341,30 @@ def test_corrupt_journals_are_sentences(tmp_path, capsys, change, words):
     before = snapshot(tmp_path)
     refused(["report", "--storage", str(storage)], capsys, words)
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EROFS"])
+def test_a_full_or_read_only_store_is_a_sentence(tmp_path, capsys, monkeypatch, code):
+    import errno
+
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = tmp_path / "s.journal"
+    run_worker(
+        str(storage), SweepSpec.from_dict(SPEC), tmp_path / "runs", runner=fake_runner
+    )
+    grown = write_spec(tmp_path, grid={"rank": [1, 2, 4, 8], "alpha": [1, 4]})
+    before = snapshot(tmp_path)
+
+    def refuse(self, logs):
+        number = getattr(errno, code)
+        raise OSError(number, os.strerror(number))
+
+    monkeypatch.setattr(JournalFileBackend, "append_logs", refuse)
+    args = ["sweep", "--config", str(grown), "--storage", str(storage)]
+    refused(
+        [*args, "--runs", str(tmp_path / "runs")],
+        capsys,
+        "Cannot write the results store",
+    )
+    assert snapshot(tmp_path) == before

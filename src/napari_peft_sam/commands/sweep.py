@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -108,15 +109,16 @@ class SweepCommand(Command):
             table = results.rows(args.storage, [study.study_name])
             print(results.markdown(table))
             return _outcome(table)
-        jobs = executors.launch(
-            spec,
-            args.storage,
-            args.runs,
-            args.executor,
-            args.workers,
-            args.grace,
-            vars(args),
-        )
+        with _store_errors(args.storage):
+            jobs = executors.launch(
+                spec,
+                args.storage,
+                args.runs,
+                args.executor,
+                args.workers,
+                args.grace,
+                vars(args),
+            )
         if args.no_wait and args.executor != "inline":
             print("submitted jobs " + ", ".join(j.job_id for j in jobs))
             return 0
@@ -145,6 +147,33 @@ class SweepCommand(Command):
         for job in executors.attach(args.storage, spec.name):
             print(f"{job.job_id}: {job.state}")
         return 0
+
+
+@contextlib.contextmanager
+def _store_errors(storage: str):
+    """A store that cannot be written (read-only, full) or a database that
+    stopped answering: one sentence; a rerun resumes the sweep."""
+    import errno
+
+    from napari_peft_sam.core.errors import UserError
+    from napari_peft_sam.core.store import redact
+
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in (errno.EACCES, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise UserError(
+            f"Cannot write the results store {redact(storage)} ({error.strerror}); "
+            "free space or pick a writable --storage, then run the sweep again."
+        ) from None
+    except Exception as error:
+        if type(error).__module__.split(".")[0] != "sqlalchemy":
+            raise
+        raise UserError(
+            f"The results database {redact(storage)} stopped answering "
+            f"({type(error).__name__}); start it again and rerun the sweep to resume."
+        ) from None
 
 
 def coerce_numbers(values: dict[str, str]) -> dict:
