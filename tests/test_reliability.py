@@ -519,29 +519,31 @@ def test_reports_create_nothing(tmp_path, capsys, run_dir):
 
 
 def test_the_gui_listener_survives_a_client_with_a_wrong_key():
+    import threading
     from multiprocessing import AuthenticationError
+    from multiprocessing.connection import Client, Listener
 
-    from napari_peft_sam._qt._service import ServiceClient
+    from napari_peft_sam.core.service import accept
 
-    class Listener:
-        calls = 0
+    listener = Listener(authkey=b"k" * 32)
+    got = []
 
-        class _listener:  # noqa: N801  (multiprocessing's attribute name)
-            class _socket:  # noqa: N801
-                @staticmethod
-                def settimeout(_):
-                    pass
+    def clients():
+        try:
+            Client(listener.address, authkey=b"w" * 32)  # a wrong key
+        except (AuthenticationError, OSError, EOFError):
+            got.append("refused")
+        conn = Client(listener.address, authkey=b"k" * 32)
+        conn.send("the real child")
+        conn.recv()
 
-        def accept(self):
-            Listener.calls += 1
-            if Listener.calls == 1:
-                raise AuthenticationError("digest received was wrong")
-            return "the real child"
-
-    class Running:
-        @staticmethod
-        def poll():
-            return None
-
-    client = ServiceClient.__new__(ServiceClient)
-    assert ServiceClient._accept(client, Listener(), Running()) == "the real child"
+    thread = threading.Thread(target=clients, daemon=True)
+    thread.start()
+    try:
+        conn = accept(listener, lambda: False, tries=30)
+        assert conn is not None and conn.recv() == "the real child"
+        conn.send("ok")
+        thread.join(30)
+        assert got == ["refused"]
+    finally:
+        listener.close()

@@ -7,7 +7,6 @@ import secrets
 import subprocess
 import sys
 import threading
-from multiprocessing import AuthenticationError
 from multiprocessing.connection import Listener
 from typing import Any
 
@@ -148,21 +147,11 @@ class ServiceClient(QObject):
         ).start()
 
     def _accept(self, listener: Listener, proc: subprocess.Popen):
-        sock = getattr(listener._listener, "_socket", None)
-        if sock is None:  # a Windows pipe: accept blocks until the child connects
-            return listener.accept()
-        sock.settimeout(1.0)
-        for _ in range(int(START_TIMEOUT_S)):
-            try:
-                return listener.accept()
-            except TimeoutError:
-                if proc.poll() is not None:
-                    return None
-            except (AuthenticationError, EOFError):
-                continue  # another local client without our key: refused, keep waiting
-            except OSError:
-                return None
-        return None
+        from napari_peft_sam.core.service import accept
+
+        return accept(
+            listener, lambda: proc.poll() is not None, tries=int(START_TIMEOUT_S)
+        )
 
     def _read(self, listener: Listener, proc: subprocess.Popen) -> None:
         conn = self._accept(listener, proc)

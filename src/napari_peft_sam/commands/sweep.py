@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -33,6 +34,9 @@ class SweepCommand(Command):
         )
         parser.add_argument("--runs", default="runs", help="folder for the run folders")
         parser.add_argument(
+            "--name", help="the sweep's name in the store (default: the spec's)"
+        )
+        parser.add_argument(
             "--set",
             action="append",
             metavar="KEY=VALUE",
@@ -57,7 +61,7 @@ class SweepCommand(Command):
             "--grace",
             type=float,
             default=600.0,
-            help="seconds without heartbeat before a remote trial counts as lost",
+            help="seconds without heartbeat (the lease) before a running trial counts as lost",
         )
         from napari_peft_sam.core import options
 
@@ -72,14 +76,17 @@ class SweepCommand(Command):
     def run(self, args):
         from napari_peft_sam.core import executors, results
         from napari_peft_sam.core.presets import preset
+        from napari_peft_sam.core.search import run_search
         from napari_peft_sam.core.sweep import SweepSpec
-        from napari_peft_sam.core.worker import run_search
+        from napari_peft_sam.core.worker import STOPPED_BY
 
         spec = preset(args.preset) if args.preset else SweepSpec.load(args.config)
         overrides = parse_sets(args.set)
         changes = {"fixed": {**spec.fixed, **coerce_numbers(overrides)}}
         if args.seeds is not None:
             changes["seeds"] = args.seeds
+        if args.name is not None:
+            changes["name"] = args.name
         spec = SweepSpec.from_dict({**spec.__dict__, **changes})
         _check_places(args)
         if args.status or args.cancel:
@@ -89,21 +96,29 @@ class SweepCommand(Command):
             table = results.rows(args.storage, [study.study_name])
             print(results.markdown(table))
             return _outcome(table)
-        jobs = executors.launch(
-            spec,
-            args.storage,
-            args.runs,
-            args.executor,
-            args.workers,
-            args.grace,
-            vars(args),
-        )
+        with _store_errors(args.storage):
+            jobs = executors.launch(
+                spec,
+                args.storage,
+                args.runs,
+                args.executor,
+                args.workers,
+                args.grace,
+                vars(args),
+            )
         if args.no_wait and args.executor != "inline":
             print("submitted jobs " + ", ".join(j.job_id for j in jobs))
             return 0
         executors.wait(jobs, report=lambda text: print(text, file=sys.stderr))
         table = results.rows(args.storage, [spec.name])
         print(results.markdown(table))
+        if STOPPED_BY:  # SIGTERM: the running point is queued again
+            print(
+                "error: the sweep was stopped by SIGTERM; run the same command "
+                "again to finish its points.",
+                file=sys.stderr,
+            )
+            return 128 + STOPPED_BY.pop()
         return _outcome(table)
 
     @staticmethod
@@ -121,10 +136,47 @@ class SweepCommand(Command):
         return 0
 
 
+@contextlib.contextmanager
+def _store_errors(storage: str):
+    """A store that cannot be written (read-only, full) or a database that
+    stopped answering: one sentence; a rerun resumes the sweep."""
+    import errno
+
+    from napari_peft_sam.core.errors import UserError
+    from napari_peft_sam.core.store import redact
+
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in (errno.EACCES, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise UserError(
+            f"Cannot write the results store {redact(storage)} ({error.strerror}); "
+            "free space or pick a writable --storage, then run the sweep again."
+        ) from None
+    except Exception as error:
+        if type(error).__module__.split(".")[0] != "sqlalchemy":
+            raise
+        raise UserError(
+            f"The results database {redact(storage)} stopped answering "
+            f"({type(error).__name__}); start it again and rerun the sweep to resume."
+        ) from None
+
+
 def coerce_numbers(values: dict[str, str]) -> dict:
     import yaml
 
-    return {k: yaml.safe_load(v) for k, v in values.items()}
+    from napari_peft_sam.core.errors import UserError
+
+    out = {}
+    for key, text in values.items():
+        try:
+            out[key] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise UserError(
+                f"--set {key}={text} is not a valid value (numbers, words, [lists])."
+            ) from None
+    return out
 
 
 class ReportCommand(Command):
@@ -188,16 +240,33 @@ def _check_places(args) -> None:
 
 
 def _outcome(table: list[dict]) -> int:
-    """0 if any point completed; else the first failure's reason, exit 2 or 1."""
-    if any(r["status"] == "complete" for r in table):
+    """0 if every point completed; else the first failure's reason, exit 2 or 1.
+
+    Points whose worker was lost or stopped are left out: a resume reruns them.
+    """
+    failed = [
+        r
+        for r in table
+        if r["status"] != "complete"
+        and r.get("error")
+        and not str(r["error"]).startswith(("worker lost", "stopped"))
+    ]
+    if not any(r["status"] == "complete" for r in table):
+        if not failed:
+            print("error: the sweep ran no point.", file=sys.stderr)
+            return 1
+        error = str(failed[0]["error"])
+        print(
+            f"error: no point of the sweep succeeded; the first failed with: {error}",
+            file=sys.stderr,
+        )
+    elif failed:
+        error = str(failed[0]["error"])
+        print(
+            f"error: {len(failed)} of {len(table)} points of the sweep failed; "
+            f"the first with: {error}",
+            file=sys.stderr,
+        )
+    else:
         return 0
-    failed = [r for r in table if r.get("error")]
-    if not failed:
-        print("error: the sweep ran no point.", file=sys.stderr)
-        return 1
-    error = str(failed[0]["error"])
-    print(
-        f"error: no point of the sweep succeeded; the first failed with: {error}",
-        file=sys.stderr,
-    )
     return 2 if error.split(":")[0] in USER_ERRORS else 1

@@ -16,6 +16,7 @@ in ``sbatch`` or stay PENDING for ever.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Callable
@@ -24,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .store import PASSWORD_ENV, open_storage, open_study, without_password
-from .sweep import SweepSpec
-from .worker import run_worker
+from .store import PASSWORD_ENV, open_storage, open_study, redact, without_password
+from .sweep import SweepSpec, check_reuse, claim
+from .worker import process_start, run_worker
 
 
 class InlineJob:
@@ -228,12 +229,14 @@ def launch(
     """Start ``workers`` workers of ``kind``; returns their job handles."""
     if kind not in EXECUTORS:
         raise UserError(f"Unknown executor {kind!r}; choose {', '.join(EXECUTORS)}.")
+    check_reuse(storage, spec.name, spec)
     runs = Path(runs).resolve()
     if EXECUTORS[kind].build is None:
         return [InlineJob(run_worker(storage, spec, runs, grace_s))]
     folder = runs / "jobs" / "%j"
     # create the study before the workers start
     study = open_study(open_storage(storage, write=True), spec.name, create=True)
+    claim(study, spec, redact(storage))
     executor = EXECUTORS[kind].build(folder, options or {})
     public, password = without_password(storage)
     if password:  # inherited by local jobs and by sbatch (--export=ALL)
@@ -247,8 +250,7 @@ def launch(
     )
     known = study.user_attrs.get("jobs", [])
     study.set_user_attr(
-        "jobs",
-        known + [{"kind": kind, "id": j.job_id, "folder": str(folder)} for j in jobs],
+        "jobs", known + [_identity(kind, j.job_id, folder) for j in jobs]
     )
     return jobs
 
@@ -270,6 +272,47 @@ def wait(jobs: list, report: Callable[[str], None] | None = None) -> list:
     return [job.result() for job in jobs]
 
 
+def _identity(kind: str, job_id: str, folder: Path) -> dict:
+    """What names a job later: a local job is its pid and the pid's start time
+    (a pid alone may name another process by then)."""
+    job = {"kind": kind, "id": job_id, "folder": str(folder)}
+    if kind != "slurm" and str(job_id).isdigit():
+        job["pid_start"] = process_start(int(job_id))
+    return job
+
+
+class LocalHandle:
+    """A local worker process found again after a restart, by pid and start time.
+
+    (``submitit.LocalJob`` without its process object cannot cancel, says "no
+    process" for a live worker, and prints tracebacks when collected.)
+    """
+
+    def __init__(self, job: dict) -> None:
+        self.job_id = str(job["id"])
+        self._start = job.get("pid_start")
+
+    def alive(self) -> bool:
+        if not self.job_id.isdigit() or self._start is None:
+            return False
+        return process_start(int(self.job_id)) == self._start
+
+    @property
+    def state(self) -> str:
+        return "RUNNING" if self.alive() else "FINISHED"
+
+    def done(self) -> bool:
+        return not self.alive()
+
+    def cancel(self, check: bool = False) -> None:
+        """SIGTERM: the worker stops after the current step, its point re-queued."""
+        import signal
+
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(self.job_id), signal.SIGTERM)
+
+
 def attach(storage: str, study_name: str) -> list:
     """Job handles of a study's submitted jobs, after a restart."""
     import submitit
@@ -280,7 +323,7 @@ def attach(storage: str, study_name: str) -> list:
         if job["kind"] == "slurm":
             handles.append(submitit.SlurmJob(folder=job["folder"], job_id=job["id"]))
         else:
-            handles.append(submitit.LocalJob(folder=job["folder"], job_id=job["id"]))
+            handles.append(LocalHandle(job))
     return handles
 
 

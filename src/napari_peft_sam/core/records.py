@@ -53,8 +53,9 @@ ROW_FIELDS = tuple(RunRecord.__dataclass_fields__)
 def row_from_attrs(attrs: dict[str, Any], params: dict | None = None) -> dict[str, Any]:
     """A results-table row from a trial's user attributes."""
     row = {name: attrs.get(name) for name in ROW_FIELDS}
-    row["params"] = dict(attrs.get("values") or params or {})
+    row["values"] = attrs.get("values") or params or {}
     for name in (
+        "values",
         "hyperparameters",
         "settings",
         "metrics",
@@ -62,4 +63,20 @@ def row_from_attrs(attrs: dict[str, Any], params: dict | None = None) -> dict[st
         "annotation",
     ):
         row[name] = row[name] or {}
+        if not isinstance(row[name], dict):
+            _damaged(name, row[name])
+    for name, value in row["metrics"].items():
+        if value is not None and not isinstance(value, (int, float)):
+            _damaged(f"metric {name}", value)
+    row["params"] = dict(row.pop("values"))
     return row
+
+
+def _damaged(name: str, value) -> None:
+    from .errors import UserError
+
+    raise UserError(
+        f"A run in the results store has {name} of the wrong type "
+        f"({type(value).__name__}); the store is damaged: restore it from a backup "
+        "or report the other studies with --study."
+    )

@@ -158,7 +158,7 @@ def to_csv(table: list[dict]) -> str:
         "dataset",
         "model",
         "method",
-        *params,
+        *(p for p in params if p not in ("dataset", "model", "method")),
         *catalog.NAMES,
         "trainable_parameters",
         "train_time_s",

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from .records import point_key
-from .sweep import SweepSpec
+from .sweep import SweepSpec, check_reuse, claim
+from .worker import _execute, run_point
 
 SIGNALS = ("msa", "val_loss")
 # answers from memory in a row after which the search has nothing left to learn
@@ -77,7 +78,6 @@ def run_point_reporting(
     signal: str = "val_loss",
 ):
     """``worker.run_point`` reporting ``signal`` at every rung (see the module)."""
-    from .worker import run_point
 
     if signal == "val_loss" or report is None:
         return run_point(spec, point, run_dir, report, stop, on_event)
@@ -160,8 +160,7 @@ def run_search(
     from optuna.trial import TrialState as S
 
     from .errors import UserError
-    from .store import open_storage, open_study
-    from .worker import _execute
+    from .store import open_storage, open_study, redact
 
     if signal not in SIGNALS:
         raise UserError(f"Unknown search signal {signal!r}; choose {SIGNALS}.")
@@ -169,6 +168,7 @@ def run_search(
     space = "-".join(f"{n}{len(spec.choices(n))}" for n in spec.param_names())
     name = name or f"{spec.name}-search-{space}"
     total = spec.run_config(spec.points()[0]).train.iterations
+    check_reuse(storage, name, spec)
     study = open_study(
         open_storage(storage, write=True),
         name,
@@ -183,6 +183,7 @@ def run_search(
             reduction_factor=reduction_factor,
         ),
     )
+    claim(study, spec, redact(storage))
     repeats, root = max(1, spec.seeds), Path(runs_root) / name
 
     def objective(trial):

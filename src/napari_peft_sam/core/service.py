@@ -92,6 +92,61 @@ def serve(conn) -> None:
         handle(conn, job, request, tokens)
 
 
+def accept(listener, gone, tries: int = 120, handshake_s: float = 2.0):
+    """The service's connection on ``listener``, or None.
+
+    Every wait is bounded: ``accept`` times out each second (``gone()`` says
+    whether the child died), and the key handshake of each client must finish
+    in ``handshake_s`` seconds, so a local client that connects and stays
+    silent (or does not know the key) cannot block the GUI's service.
+    """
+    import socket
+    import struct
+    from multiprocessing import AuthenticationError
+    from multiprocessing.connection import (
+        Connection,
+        answer_challenge,
+        deliver_challenge,
+    )
+
+    sock = getattr(listener._listener, "_socket", None)
+    if sock is None:  # a Windows pipe: accept blocks until the child connects
+        return listener.accept()
+    sock.settimeout(1.0)
+    key = listener._authkey
+
+    def receive_timeout(conn, seconds: float) -> None:
+        with socket.fromfd(conn.fileno(), sock.family, sock.type) as view:
+            whole = int(seconds)
+            view.setsockopt(
+                socket.SOL_SOCKET,
+                socket.SO_RCVTIMEO,
+                struct.pack("ll", whole, int((seconds - whole) * 1e6)),
+            )
+
+    for _ in range(tries):
+        try:
+            client, _address = sock.accept()
+        except TimeoutError:
+            if gone():
+                return None
+            continue
+        except OSError:
+            return None
+        client.setblocking(True)
+        conn = Connection(client.detach())
+        try:
+            receive_timeout(conn, handshake_s)
+            deliver_challenge(conn, key)
+            answer_challenge(conn, key)
+            receive_timeout(conn, 0)
+        except (AuthenticationError, EOFError, OSError):
+            conn.close()  # a silent or foreign client: dropped, keep waiting
+            continue
+        return conn
+    return None
+
+
 def main(argv=None) -> None:
     from multiprocessing.connection import Client
 

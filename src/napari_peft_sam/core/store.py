@@ -149,7 +149,8 @@ def open_storage(location: str | Path, write: bool = False):
         return JournalStorage(
             JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
         )
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, AssertionError) as error:
+        # AssertionError: Optuna's replay of an operation it does not know
         raise UserError(
             f"{path} is not a readable results store ({type(error).__name__}); "
             "it may be damaged in the middle."

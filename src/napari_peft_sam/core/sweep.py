@@ -21,6 +21,54 @@ from .records import point_key
 
 # TrainConfig's fields; every other key of a point is a method hyperparameter
 TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
+# the most points (grid points times seeds) one spec may hold: larger grids
+# are refused before anything is expanded or written
+MAX_POINTS = 10_000
+# fields that do not change what a point computes: the study's name, which
+# points exist (a grown grid or more seeds reuse the finished points) and how
+# often a failing point is retried
+NOT_FINGERPRINTED = ("name", "grid", "seeds", "max_retries")
+
+
+def fingerprint(spec: SweepSpec) -> str:
+    """A hash of everything in ``spec`` that decides a point's result.
+
+    Stored with the study: a sweep name reused with another dataset, model,
+    method, fixed settings or metrics would otherwise mix their results.
+    """
+    import hashlib
+    import json
+
+    canonical = {
+        k: v for k, v in sorted(spec.__dict__.items()) if k not in NOT_FINGERPRINTED
+    }
+    text = json.dumps(canonical, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_reuse(location, name: str, spec: SweepSpec) -> None:
+    """Refuse, before anything is written, a study ``name`` of another spec."""
+    from .store import is_url, open_storage, open_study, redact, study_names
+
+    if not is_url(location) and not Path(location).is_file():
+        return
+    storage = open_storage(location)
+    if name in study_names(storage):
+        claim(open_study(storage, name), spec, redact(location), write=False)
+
+
+def claim(study, spec: SweepSpec, storage="the store", write: bool = True) -> None:
+    """Tie ``study`` to ``spec``'s fingerprint; refuse one made by another spec."""
+    mine = fingerprint(spec)
+    theirs = study.user_attrs.get("fingerprint")
+    if theirs is None and write:
+        study.set_user_attr("fingerprint", mine)
+    elif theirs is not None and theirs != mine:
+        raise UserError(
+            f"Sweep {study.study_name!r} in {storage} was run with another spec "
+            "(dataset, model, method, fixed settings or metrics differ); pick a new "
+            "name with `sweep --name NEW` or another --storage."
+        )
 
 
 @dataclass
@@ -134,9 +182,18 @@ class SweepSpec:
             sources,
         )
 
+    def size(self) -> int:
+        """How many points (times seeds) the grid holds, without expanding it."""
+        import math
+
+        seeds = self.seeds if isinstance(self.seeds, int) else 1
+        return seeds * sum(math.prod(len(v) for v in g.values()) for g in self.grid)
+
     def validate(self) -> None:
         """Refuse impossible values before anything runs."""
         import re
+
+        self._check_types()
 
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", str(self.name)):
             raise ConfigError(
@@ -147,8 +204,14 @@ class SweepSpec:
             raise ConfigError(
                 f"Sweep seeds must be a whole number >= 1, got {self.seeds!r}."
             )
-        for name in [*self.metrics, self.primary]:
-            catalog.get(name)
+        self.metrics = catalog.parse(self.metrics)
+        catalog.get(self.primary)
+        if self.primary not in self.metrics:
+            raise ConfigError(
+                f"Sweep primary metric {self.primary!r} is not among its metrics "
+                f"({', '.join(self.metrics)}); add it to metrics: or choose another "
+                "primary:."
+            )
         if not self.grid or not any(self.grid):
             raise ConfigError(f"Sweep {self.name!r} has an empty grid.")
         for grid in self.grid:
@@ -157,8 +220,46 @@ class SweepSpec:
                     raise ConfigError(
                         f"Sweep grid {name!r} needs a non-empty list of values."
                     )
+        if self.size() > MAX_POINTS:
+            raise ConfigError(
+                f"Sweep {self.name!r} has {self.size():,} points (grid times seeds), "
+                f"more than the limit of {MAX_POINTS:,}; split it into smaller sweeps "
+                "or use --search N."
+            )
         for point in self.points():
             _check_names(self.run_config(point))
+
+    def _check_types(self) -> None:
+        """Refuse spec fields of the wrong type with a sentence naming the field."""
+        expected = {
+            "dataset": (str,),
+            "model": (str,),
+            "method": (str,),
+            "fixed": (dict,),
+            "metrics": (list, str),
+            "eval_split": (str,),
+            "eval_images": (int, type(None)),
+            "primary": (str,),
+            "max_retries": (int,),
+            "data": (dict, type(None)),
+            "seeds": (int,),
+        }
+        words = {dict: "a mapping", list: "a list", str: "text", int: "a whole number"}
+        for name, kinds in expected.items():
+            value = getattr(self, name)
+            if not isinstance(value, kinds) or isinstance(value, bool):
+                want = " or ".join(words.get(k, "empty") for k in kinds)
+                raise ConfigError(
+                    f"Sweep field {name!r} must be {want}, not {value!r:.60}."
+                )
+        if self.max_retries < 0 or (
+            self.eval_images is not None and self.eval_images < 1
+        ):
+            raise ConfigError("Sweep max_retries must be >= 0 and eval_images >= 1.")
+        if not all(isinstance(g, dict) for g in self.grid):
+            raise ConfigError(
+                "Sweep grid must be a mapping of names to lists of values, or a list of such mappings."
+            )
 
 
 def _check_names(config) -> None:

@@ -5,8 +5,9 @@ worker leaves a RUNNING zombie, GridSampler counts failures as done, parallel
 workers duplicate the grid's tail, a grown grid reruns everything. Here the
 storage itself is the queue instead:
 
-1. ``reconcile`` marks trials of dead workers failed (same host: the process
-   is gone; elsewhere: no heartbeat for ``grace_s``) and enqueues every grid
+1. ``reconcile`` marks trials of dead workers failed (their lease, the
+   heartbeat, is older than ``grace_s``; on the same host also at once when
+   the process is gone or its pid names another process) and enqueues every grid
    point that has no COMPLETE, RUNNING or WAITING trial and has failed at most
    ``max_retries`` times;
 2. a worker pops a WAITING trial atomically (Optuna's compare-and-set), and if
@@ -24,17 +25,36 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from .events import run_to_end
 from .records import point_key
-from .store import open_storage, open_study
-from .sweep import SweepSpec
+from .store import open_storage, open_study, redact
+from .sweep import SweepSpec, claim
 
 # -- reconcile and claim --------------------------------------------------------------
 
 
+def process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot, Linux), or None.
+
+    A pid alone does not name a process: pids are reused, and inside a PID
+    namespace (a container) the worker may be pid 1, which always exists.
+    """
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
 def _owner_alive(trial, grace_s: float) -> bool:
+    """Whether the worker of a RUNNING trial still holds it.
+
+    The worker renews a lease (the ``heartbeat`` timestamp) every 30 s; a
+    lease older than ``grace_s`` means the worker is gone, whatever its pid
+    says. On the same host a vanished or reused pid (another start time)
+    frees the point at once.
+    """
     host, pid = trial.user_attrs.get("host"), trial.user_attrs.get("pid")
     if host == socket.gethostname() and pid:
         try:
@@ -42,9 +62,10 @@ def _owner_alive(trial, grace_s: float) -> bool:
         except ProcessLookupError:
             return False
         except PermissionError:
-            return True
-        if not trial.user_attrs.get("slurm_job"):
-            return True
+            pass
+        started = trial.user_attrs.get("pid_start")
+        if started is not None and process_start(int(pid)) not in (None, started):
+            return False
     beat = trial.user_attrs.get("heartbeat") or trial.datetime_start.timestamp()
     return time.time() - beat < grace_s
 
@@ -217,6 +238,7 @@ def _execute(
         "method": spec.method,
         "host": socket.gethostname(),
         "pid": os.getpid(),
+        "pid_start": process_start(os.getpid()),
         "slurm_job": os.environ.get("SLURM_JOB_ID"),
         "heartbeat": time.time(),
     }.items():
@@ -256,6 +278,7 @@ def run_worker(
         stop = _stop_on_sigterm()
     backend = open_storage(storage, write=True)
     study = open_study(backend, spec.name, create=True)
+    claim(study, spec, redact(storage))
     study.set_user_attr("spec", {**spec.__dict__})
     runs_root, ran = Path(runs_root), 0
     if stop is not None or on_event is not None:
@@ -289,6 +312,10 @@ def run_worker(
     return ran
 
 
+# the signals that stopped a worker of this process (an inline sweep exits 128 + it)
+STOPPED_BY: list[int] = []
+
+
 def _stop_on_sigterm():
     """A stop flag that SIGTERM sets (SLURM's time limit, ``scancel``): the
     running point saves its checkpoint and is queued again, not failed."""
@@ -303,6 +330,7 @@ def _stop_on_sigterm():
 
     def handle(signum, frame):
         stop.reason = "SIGTERM"
+        STOPPED_BY.append(signum)
         stop.stop()
         if callable(previous):
             previous(signum, frame)
@@ -320,23 +348,3 @@ def _observed(runner: PointRunner, stop, on_event) -> PointRunner:
         return runner(spec, point, run_dir, report, stop=stop, on_event=forward)
 
     return run
-
-
-def run_search(
-    storage: str,
-    spec: SweepSpec,
-    n_trials: int,
-    runs_root: str | Path,
-    runner: PointRunner | None = None,
-    seed: int = 0,
-    **options: Any,
-) -> Any:
-    """A model-based search (TPE) with successive-halving pruning.
-
-    See :func:`napari_peft_sam.core.search.run_search` (``signal``,
-    ``max_iterations``, ``name``, ``reduction_factor`` are passed on). Returns
-    the study (its trials hold the rows).
-    """
-    from .search import run_search as search
-
-    return search(storage, spec, n_trials, runs_root, runner, seed, **options)
