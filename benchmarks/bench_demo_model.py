@@ -7,7 +7,7 @@ mask (a clean mask is one piece; each extra piece is a false positive in
 mSA), the median per-object IoU, and the latency of one click once the image
 is embedded. The last line is one JSON object.
 
-    .venv/bin/python benchmarks/bench_demo_model.py --dataset synthetic nuclei organoids
+    .venv/bin/python benchmarks/bench_demo_model.py --dataset star_convex widefield nuclei
     .venv/bin/python benchmarks/bench_demo_model.py --checkpoint OLD.pt --card OLD.json
 
 ``--card`` takes a demo card whose ``architecture`` describes the checkpoint,
@@ -24,6 +24,12 @@ from pathlib import Path
 
 import torch
 
+from napari_peft_sam.core.demo_scores import (
+    SETS,
+    click_latency_ms,
+    held_out_sets,
+    mask_report,
+)
 from napari_peft_sam.core.evaluation import evaluate, run_to_end
 from napari_peft_sam.core.inference import Segmenter
 from napari_peft_sam.core.models import (
@@ -31,11 +37,6 @@ from napari_peft_sam.core.models import (
     build_sam,
     load_base_model,
     load_state_dict,
-)
-from napari_peft_sam.core.pretrain import (
-    click_latency_ms,
-    held_out_sets,
-    mask_report,
 )
 
 
@@ -59,15 +60,15 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--dataset",
         nargs="+",
-        default=["synthetic", "nuclei", "organoids"],
-        choices=["synthetic", "nuclei", "organoids"],
+        default=list(SETS),
+        choices=SETS,
     )
     parser.add_argument("--synthetic-images", type=int, default=16)
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
     sam = load(args.model, args.checkpoint, args.card)
     segmenter = Segmenter(sam)
-    sets = held_out_sets(args.synthetic_images)
+    sets = held_out_sets(args.synthetic_images, args.dataset)
     result = {
         "model": str(args.checkpoint or args.model),
         "parameters": sum(p.numel() for p in sam.parameters()),
@@ -95,7 +96,9 @@ def main(argv=None) -> dict:
         )
         print(f"{name} ({data.describe()}): mSA {line}")
         print(f"  {pieces}")
-    result["click_latency_ms"] = click_latency_ms(segmenter, sets["synthetic"][0].image)
+    result["click_latency_ms"] = click_latency_ms(
+        segmenter, sets[args.dataset[0]][0].image
+    )
     print(
         "click latency: "
         + ", ".join(f"{k} {v:.1f} ms" for k, v in result["click_latency_ms"].items())

@@ -35,6 +35,21 @@ def test_demo_model_ships_with_its_card():
     assert max(card["click_latency_ms"].values()) < 10
 
 
+def test_demo_card_scores_generators_it_never_trained_on_beside_its_predecessor():
+    from napari_peft_sam.core.demo_scores import UNSEEN
+
+    card = json.loads(demo_weights().with_suffix(".json").read_text())
+    previous, trained_on = card["previous"], card["pretraining"]["data"]
+    assert card["version"] == previous["version"] + 1
+    for name in UNSEEN:  # held out: made by code the training data never came from
+        assert name in card["held_out_data"] and "synthetic_unseen" not in trained_on
+        for prompt in PROMPTS:
+            assert card["held_out"][name][prompt] > previous["held_out"][name][prompt]
+    for name in ("v4", "synthetic", *UNSEEN, "nuclei"):
+        assert card["masks"][name]["single box"]["pieces_per_mask"] <= 1.2, name
+        assert card["masks"][name]["single point"]["pieces_per_mask"] <= 1.3, name
+
+
 def _box_ious(sam, samples):
     """Per-object IoU of the mask a box prompt gives, on held-out images."""
     import numpy as np

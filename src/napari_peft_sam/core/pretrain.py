@@ -4,17 +4,22 @@ Real SAM weights cannot be downloaded everywhere, so the project trains its own
 small model of the same structure (image encoder, prompt encoder, mask
 decoder), with the micro-sam objective, from a fixed seed, on the CPU:
 
-    python -m napari_peft_sam.core.pretrain --steps 8000
+    python -m napari_peft_sam.core.pretrain --steps 10000
 
-The images come from ``core.synthetic`` (seeded); the held-out images use
-another seed. It writes ``assets/demo_sam.pt`` (a plain SAM state dict) and
-``assets/demo_sam.json`` (the card: how it was made and what it scores).
+The images come from ``core.synthetic_v4`` (domain-randomised nuclei, seeded),
+half of them changed by ``core.photometric``; the held-out images use other
+seeds and two generators it never trains on (``core.demo_scores``). ``--init``
+continues from earlier weights (demo model v4 continues v3). It writes
+``assets/demo_sam.pt`` (a plain SAM state dict) and ``assets/demo_sam.json``
+(the card: how it was made and what it scores, beside the previous model).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -22,18 +27,17 @@ from tempfile import TemporaryDirectory
 import numpy as np
 import torch
 
-from .catalog import SINGLE_BOX, SINGLE_POINT
 from .config import DataSpec, ModelSpec, RunConfig, TrainConfig
 from .data import Dataset, Sample
+from .demo_scores import HELD_OUT_IMAGES, held_out_data, held_out_sets, score
 from .errors import UserError
-from .evaluation import evaluate, gt_prompts, run_to_end
 from .events import StopToken
 from .files import atomic_write_json
-from .inference import Segmenter
 from .methods import make_config
 from .models import ARCHITECTURES, demo_weights, file_hash, random_sam
-from .sources import sample_dataset
-from .synthetic import HELD_OUT_SEED, TRAIN_SEED, synthetic_dataset
+from .photometric import PROBABILITY, augment_photometric
+from .synthetic import TRAIN_SEED
+from .synthetic_v4 import v4_dataset
 from .training import check_resume, train
 
 COMMAND = "python -m napari_peft_sam.core.pretrain"
@@ -50,10 +54,10 @@ PRETRAIN = TrainConfig(
     seed=0,
     checkpoint_interval=500,
 )
-TRAIN_IMAGES = 600
+TRAIN_IMAGES = 1200
+VERSION = 4
 LETTERBOX = 0.2  # share of training images padded like a non-square image
 TINT = 0.15  # share of training images shown in colour (one or two channels)
-HELD_OUT_IMAGES = 16
 PIXEL_MEAN = np.array(
     [123.675, 116.28, 103.53], np.float32
 )  # SAM's, 0 after normalising
@@ -102,90 +106,12 @@ def augment(dataset: Dataset, seed: int, letterbox=LETTERBOX, tint=TINT) -> Data
     return Dataset(out, f"{dataset.source}, augmented")
 
 
-def training_data(n: int = TRAIN_IMAGES, seed: int = TRAIN_SEED) -> Dataset:
-    """The pretraining images: synthetic nuclei, some letterboxed or in colour."""
-    return augment(synthetic_dataset(n, seed), seed)
-
-
-def held_out_sets(n_synthetic: int = HELD_OUT_IMAGES) -> dict[str, Dataset]:
-    """What the card reports: held-out synthetic images and both sample domains."""
-    return {
-        "synthetic": synthetic_dataset(n_synthetic, HELD_OUT_SEED),
-        "nuclei": sample_dataset("nuclei").split(0.2, seed=0)[1],
-        "organoids": sample_dataset("organoids").split(0.2, seed=0)[1],
-    }
-
-
-@torch.no_grad()
-def mask_report(segmenter: Segmenter, dataset: Dataset, chunk: int = 64) -> dict:
-    """Pieces per predicted mask and per-object IoU, single point and single box.
-
-    A clean mask is one connected piece (4-connectivity, as micro-sam's
-    instance segmentation splits them); every extra piece is a false positive
-    in mSA. Prompts are the evaluation's: the object's centre, its box.
-    """
-    from scipy import ndimage as ndi
-
-    point, box = SINGLE_POINT.name, SINGLE_BOX.name
-    found = {point: ([], []), box: ([], [])}
-    for sample in dataset:
-        ids, centres, boxes = gt_prompts(sample.labels)
-        emb = segmenter.embed(sample.image)
-        for start in range(0, len(ids), chunk):
-            part = slice(start, start + chunk)
-            points = torch.from_numpy(centres[part])[:, None]
-            ones = torch.ones(points.shape[:2], dtype=torch.int64)
-            by_prompt = {
-                point: segmenter.predict(emb, points, ones, multimask=True),
-                box: segmenter.predict(emb, boxes=torch.from_numpy(boxes[part])),
-            }
-            for name, (masks, _) in by_prompt.items():
-                for mask, i in zip(masks.cpu().numpy(), ids[part], strict=True):
-                    truth = sample.labels == i
-                    found[name][0].append(ndi.label(mask)[1])
-                    found[name][1].append((mask & truth).sum() / (mask | truth).sum())
-    report = {}
-    for name, (pieces, ious) in found.items():
-        pieces = np.asarray(pieces)
-        report[name] = {
-            "pieces_per_mask": float(pieces.mean()),
-            "fragmented_share": float(np.mean(pieces > 1)),
-            "empty_share": float(np.mean(pieces == 0)),
-            "median_iou": float(np.median(ious)),
-            "objects": len(pieces),
-        }
-    return report
-
-
-def click_latency_ms(segmenter: Segmenter, image: np.ndarray, clicks: int = 50) -> dict:
-    """Median time of one click (point, box) once the image is embedded."""
-    h, w = image.shape[:2]
-    segmenter.segment(image, np.array([[w / 2, h / 2]]), np.array([1]))  # embed
-    times = {"point": [], "box": []}
-    for k in range(clicks):
-        x, y = (k * 37) % w, (k * 53) % h
-        for kind in times:
-            started = time.perf_counter()
-            if kind == "point":
-                segmenter.segment(image, np.array([[x, y]]), np.array([1]))
-            else:
-                box = np.array([x, y, min(w - 1, x + 20), min(h - 1, y + 20)])
-                segmenter.segment(image, box=box)
-            times[kind].append(time.perf_counter() - started)
-    return {kind: 1000 * float(np.median(t)) for kind, t in times.items()}
-
-
-def score(model, sets: dict[str, Dataset] | None = None) -> dict:
-    """Held-out mSA (micro-sam's evaluation), mask pieces and click latency."""
-    sets = sets or held_out_sets()
-    segmenter = Segmenter(model)
-    held_out = {
-        name: run_to_end(evaluate(segmenter, data)).metrics
-        for name, data in sets.items()
-    }
-    pieces = {name: mask_report(segmenter, data) for name, data in sets.items()}
-    latency = click_latency_ms(segmenter, next(iter(sets.values()))[0].image)
-    return {"held_out": held_out, "masks": pieces, "click_latency_ms": latency}
+def training_data(
+    n: int = TRAIN_IMAGES, seed: int = TRAIN_SEED, photometric: float = PROBABILITY
+) -> Dataset:
+    """The pretraining images: v4 nuclei, photometric changes, letterbox, colour."""
+    data = augment_photometric(v4_dataset(n, seed), seed + 1, photometric)
+    return augment(data, seed)
 
 
 def _train(config: RunConfig, data: Dataset, run: Path, steps, minutes, log):
@@ -223,67 +149,102 @@ def _train(config: RunConfig, data: Dataset, run: Path, steps, minutes, log):
     return model, done, time.monotonic() - started
 
 
+def _describe(n: int, photometric: float, init: tuple | None) -> dict:
+    return {
+        "data": (
+            f"{n} domain-randomised synthetic nuclei images (napari_peft_sam.core."
+            f"synthetic_v4, seed {TRAIN_SEED}; {photometric:.0%} changed by core."
+            f"photometric, {LETTERBOX:.0%} letterboxed, {TINT:.0%} in colour), 5% "
+            "of them for validation"
+        ),
+        "method": (
+            f"full fine-tuning, continued from {init[0]} ({init[1][:16]})"
+            if init
+            else "full fine-tuning from random init"
+        ),
+    }
+
+
 def pretrain(
     steps: int | None = None,
     minutes: float | None = None,
     out: Path | None = None,
     run_dir: Path | None = None,
     log=print,
+    init: Path | None = None,
+    previous: Path | None = None,
+    **settings,
 ) -> dict:
-    """Pretrain the demo model from a seed; write its weights and card.
+    """Pretrain the demo model; write its weights and card.
 
-    The schedule spans ``PRETRAIN.iterations``; training stops there, after
-    ``steps`` steps, or after ``minutes`` of wall time, whichever comes first.
-    With ``steps`` the result is reproducible on the CPU. ``run_dir`` keeps
-    the training run (checkpoints, events, curves; by default it is removed),
-    and a ``run_dir`` that holds a checkpoint is resumed.
+    The schedule spans ``iterations`` (``PRETRAIN``'s unless given in
+    ``settings``, which replace any ``TrainConfig`` field); training stops
+    there, after ``steps`` steps, or after ``minutes`` of wall time, whichever
+    comes first. With ``steps`` the result is reproducible on the CPU.
+    ``init`` continues from a demo state dict (default: random weights from
+    the seed); ``previous`` (default: ``init``) is scored on the same held-out
+    sets for the card's ``previous`` entry. ``run_dir`` keeps the training run
+    (checkpoints, events, curves; by default it is removed), and a ``run_dir``
+    that holds a checkpoint is resumed.
     """
     from .checkpoints import save_tensors
+    from .models import load_base_model
 
     out = Path(out or demo_weights())
-    torch.manual_seed(PRETRAIN.seed)
+    train_settings = dataclasses.replace(PRETRAIN, **settings)  # PRETRAIN unchanged
+    torch.manual_seed(train_settings.seed)
     data = training_data()
     log(f"pretraining data: {data.describe()}")
+    sets = held_out_sets()
     with TemporaryDirectory() as tmp:
-        init = Path(tmp) / "init.pt"
-        arch = ARCHITECTURES["demo"]
-        torch.save(random_sam(arch, seed=PRETRAIN.seed).state_dict(), init)
+        start = Path(tmp) / "init.pt"
+        if init:  # a copy: ``out`` may be the very file it starts from
+            shutil.copyfile(init, start)
+        else:
+            arch = ARCHITECTURES["demo"]
+            sam = random_sam(arch, seed=train_settings.seed)
+            torch.save(sam.state_dict(), start)
+        before = None
+        if previous or init:
+            shutil.copyfile(previous or init, Path(tmp) / "prev.pt")
+            old, _ = load_base_model("demo", Path(tmp) / "prev.pt")
+            before = {"file_hash": file_hash(Path(tmp) / "prev.pt")}
+            before |= score(old, sets, latency=False)
         config = RunConfig(
             DataSpec(val_fraction=0.05),
-            ModelSpec("demo", str(init)),
+            ModelSpec("demo", str(start)),
             make_config("full"),
-            PRETRAIN,
+            train_settings,
         )
         run = Path(run_dir) if run_dir else Path(tmp) / "run"
         model, done, wall = _train(config, data, run, steps, minutes, log)
+        init_hash = file_hash(start) if init else None
     save_tensors(out, model.state_dict())
+    flags = "".join(
+        f" --{k.replace('_', '-')} {v}" for k, v in settings.items() if v is not None
+    )
     card = {
         "model": "demo",
+        "version": VERSION,
         "architecture": ARCHITECTURES["demo"].__dict__,
         "parameters": sum(p.numel() for p in model.parameters()),
         "made_by": COMMAND,
-        "reproduce": f"{COMMAND} --steps {done}",
+        "reproduce": f"{COMMAND} --steps {done}{flags}"
+        + (f" --init {Path(init).name}" if init else ""),
         "pretraining": {
-            **PRETRAIN.__dict__,
+            **dataclasses.asdict(config.train),  # effective settings
             "steps_done": done,
             "wall_time_min": round(wall / 60, 1),
             "wall_time_cap_min": minutes,
             "torch_threads": torch.get_num_threads(),
-            "data": (
-                f"{len(data)} synthetic fluorescence-nuclei images "
-                f"(napari_peft_sam.core.synthetic, seed {TRAIN_SEED}; "
-                f"{LETTERBOX:.0%} letterboxed, {TINT:.0%} in colour), 5% of them "
-                "for validation"
-            ),
-            "method": "full fine-tuning from random init",
+            "init_hash": init_hash,
+            **_describe(len(data), PROBABILITY, init and (Path(init).name, init_hash)),
         },
-        "held_out_data": {
-            "synthetic": f"{HELD_OUT_IMAGES} images of core.synthetic, seed {HELD_OUT_SEED}",
-            "nuclei": "sample data 'nuclei', seeded 80/20 split, the 20%",
-            "organoids": "sample data 'organoids', seeded 80/20 split, the 20%",
-        },
-        **score(model),
+        "held_out_data": held_out_data(HELD_OUT_IMAGES),
+        **score(model, sets),
     }
+    if before:
+        card["previous"] = {"version": VERSION - 1, **before}
     atomic_write_json(out.with_suffix(".json"), card)
     return card
 
@@ -300,8 +261,30 @@ def main(argv=None) -> None:
         type=Path,
         help="keep the training run here; resume it if it holds a checkpoint",
     )
+    parser.add_argument(
+        "--init", type=Path, help="start from these demo weights (default: random)"
+    )
+    parser.add_argument(
+        "--previous", type=Path, help="weights to score beside (default: --init)"
+    )
+    parser.add_argument("--iterations", type=int, help="schedule length (steps)")
+    parser.add_argument("--lr", type=float, help="peak learning rate")
+    parser.add_argument("--warmup", type=int, help="learning-rate warm-up steps")
     args = parser.parse_args(argv)
-    card = pretrain(args.steps, args.minutes, args.out, args.run_dir)
+    settings = {
+        k: getattr(args, k)
+        for k in ("iterations", "lr", "warmup")
+        if getattr(args, k) is not None
+    }
+    card = pretrain(
+        args.steps,
+        args.minutes,
+        args.out,
+        args.run_dir,
+        init=args.init,
+        previous=args.previous,
+        **settings,
+    )
     print(json.dumps({k: card[k] for k in ("held_out", "masks", "click_latency_ms")}))
 
 
