@@ -31,7 +31,7 @@ def main(argv=None) -> list[Path]:
     from napari_peft_sam._qt.launch import launch, wait_for
 
     viewer, w = launch(sample="organoids", run=False)
-    viewer.window._qt_window.resize(1700, 1100)
+    viewer.window._qt_window.resize(1920, 1080)
     viewer.dims.set_current_step(0, 2)
 
     def wait(condition, timeout_s=900.0):
@@ -98,7 +98,15 @@ def save_shots(viewer, widgets, out: Path, files, front, window: str) -> list[Pa
     from napari_peft_sam._qt.launch import wait_for
 
     out.mkdir(parents=True, exist_ok=True)
-    docks = viewer.window._dock_widgets
+    # docks by their widget (napari names them 'Train (napari-peft-sam)')
+    docks = {
+        name: next(
+            d
+            for d in viewer.window._wrapped_dock_widgets.values()
+            if d.inner_widget() is widgets[name]
+        )
+        for name in widgets
+    }
     written = []
     for name, stem in files.items():
         docks[name].raise_()

@@ -28,10 +28,8 @@ def docked(make_napari_viewer, qtbot, home):
     session = widgets["Data"].session
     wait_until(qtbot, lambda: session.catalog is not None, 120)
     yield viewer, widgets
-    for name in ("Train", "Sweep"):
-        widget = widgets[name]
-        if widget.process is not None:
-            widget.process.kill()
+    for job in session.jobs.jobs:  # every child process, whichever dock started it
+        job.kill()
     session.close()
     time.sleep(0.1)
 

@@ -84,7 +84,8 @@ def test_train_from_layers_adds_a_results_row(docked, qtbot, tmp_path, monkeypat
     assert len(train.loss_plot.series["loss"]) == 12
     prompt = widgets["Prompt tester"]
     assert prompt.model.findData(str(run_dir)) >= 0  # pickable as a model
-    assert prompt.model.findText(f"run: {run_dir.name}") >= 0
+    label = prompt.model.itemText(prompt.model.findData(str(run_dir)))
+    assert label.startswith(f"run: {run_dir.name} (single box 0.")  # with its score
     results.table.cellDoubleClicked.emit(0, 0)
     assert prompt.model.currentData() == str(run_dir)
 

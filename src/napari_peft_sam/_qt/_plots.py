@@ -38,7 +38,7 @@ class CurvePlot(QWidget):
         super().__init__(parent)
         self.title, self.xlabel = title, xlabel
         self.series: dict[str, list[tuple[float, float]]] = {}
-        self.setMinimumHeight(150)
+        self.setMinimumHeight(110)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
 
     def clear(self) -> None:
@@ -129,7 +129,7 @@ class Heatmap(QWidget):
         self.cells: dict = {}
         self.notes: list[str] = []
         self.message = "no finished runs to show"
-        self.setMinimumHeight(200)
+        self.setMinimumHeight(160)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
 
     def set_heatmap(self, data, message: str | None = None) -> None:

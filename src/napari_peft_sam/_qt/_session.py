@@ -21,6 +21,7 @@ from qtpy.QtWidgets import QApplication
 
 from ..core import requests
 from ._service import Job, ServiceClient
+from .run_controller import JobManager
 
 HOME_ENV = "NAPARI_PEFT_SAM_HOME"
 PLUGIN = "napari-peft-sam"
@@ -48,6 +49,22 @@ class Choices:
     train: dict[str, Any] = field(default_factory=dict)
 
 
+@evented
+@dataclass
+class PromptSession:
+    """What the prompt tester is doing, for the widgets that follow it.
+
+    ``model`` is the model being tried (a run folder or a base model name),
+    ``image`` the image layer prompted, ``effort`` one ``{"clicks",
+    "seconds"}`` per object committed on it (a new tuple on every change, so
+    ``events.effort`` fires).
+    """
+
+    model: str = "demo"
+    image: str | None = None
+    effort: tuple = ()
+
+
 def notify_failure(message: str, user_error: bool) -> None:
     """One sentence for the user; a traceback only when the fault is ours."""
     if user_error:
@@ -68,6 +85,7 @@ class Session(QObject):
     catalog_ready = Signal(dict)
     results_changed = Signal()
     models_changed = Signal()
+    speeds_changed = Signal()
     open_run = Signal(str)
 
     def __init__(self, viewer, home: str | os.PathLike | None = None) -> None:
@@ -80,8 +98,12 @@ class Session(QObject):
         self.service.died.connect(lambda m: show_error(m))
         self.catalog: dict[str, Any] | None = None
         self.runs: list[str] = []  # run folders pickable as models, newest last
-        self.speeds: dict[str, float] = {}
+        self.speeds: dict[str, dict[str, float]] = {}  # model -> {run: it/s}
         self.choices = Choices()
+        self.prompt = PromptSession()  # written by the prompt tester only
+        self.jobs = JobManager(
+            self
+        )  # every child-process job, whichever dock started it
         self._catalog_job = self.call(requests.Catalog(), on_done=self._on_catalog)
         # the service also exits by itself when this process ends (its pipe closes)
         QApplication.instance().aboutToQuit.connect(self.close)
@@ -114,19 +136,35 @@ class Session(QObject):
             self.catalog_ready.connect(callback)
 
     def close(self) -> None:
+        self.jobs.close()
         self.service.close(timeout=2.0)
 
     # -- shared state ----------------------------------------------------------------
 
-    def dock(self, title: str) -> None:
-        """Show the plugin's widget ``title``, docking it if it is not open yet
-        (it then fills in its part of :attr:`choices`)."""
-        self.viewer.window.add_plugin_dock_widget(PLUGIN, title)
+    def dock(self, title: str, show: bool = True):
+        """The plugin's widget ``title``, docked now if it is not open yet (it
+        then fills in its part of :attr:`choices`); raised when ``show``."""
+        dock, widget = self.viewer.window.add_plugin_dock_widget(PLUGIN, title)
+        if show:
+            dock.show()
+            dock.raise_()
+        return widget
 
     def add_run(self, run_dir: str) -> None:
         if run_dir not in self.runs:
             self.runs.append(run_dir)
             self.models_changed.emit()
+
+    def measured(self, model: str, run: str, it_per_s: float) -> None:
+        """A training speed seen here (a live run or a row of the store)."""
+        if it_per_s and it_per_s > 0:
+            self.speeds.setdefault(model, {})[run] = float(it_per_s)
+            self.speeds_changed.emit()
+
+    def speed(self, model: str) -> tuple[float, int] | None:
+        """(median iterations per second, how many runs measured it) of ``model``."""
+        seen = sorted(self.speeds.get(model, {}).values())
+        return (seen[len(seen) // 2], len(seen)) if seen else None
 
     def info(self, message: str) -> None:
         show_info(message)

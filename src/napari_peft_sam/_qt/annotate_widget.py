@@ -1,13 +1,10 @@
 """Annotate: the prompt tester's objects into a set, Retrain, Next image.
 
-The loop: commit objects in the prompt tester, 'Add to set' (an add-only,
-versioned annotation set under the home folder, ``core.annotations``),
-'Retrain' (continues from the prompt tester's model on the grown set with the
-base model's recipe, in its own child process with progress and Stop, like
-the Train widget; ``core.retrain``), 'Next image' (the next file of a folder
-or plane of a stack, opened with the newest model ready). The clicks and
-seconds per committed object go into the set with each image, and into the
-results store with each round's run.
+'Add to set' grows an add-only, versioned annotation set (``core.annotations``);
+'Retrain' continues from the prompt tester's model on it, as a job of the
+session's job manager (progress and Stop, also in the Jobs list); 'Next image'
+opens the next file or plane with the newest model. Clicks and seconds per
+object go into the set and, with each round's run, into the results store.
 """
 
 from __future__ import annotations
@@ -18,7 +15,6 @@ from typing import Any
 
 import numpy as np
 from napari.layers import Labels
-from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -36,11 +32,11 @@ from qtpy.QtWidgets import (
 from ..core import requests
 from ..core.annotations import HELD_OUT_EVERY, AnnotationSet, list_sets
 from ..core.catalog import PRIMARY
+from ..core.display import duration, recipe_line
 from ..core.errors import UserError
 from ._image_steps import ImageSteps
-from ._service import ServiceClient
 from ._session import notify_failure, session_for
-from .prompt_widget import COMMITTED, NONE, PromptWidget, chosen
+from .prompt_widget import COMMITTED, NONE, PromptWidget
 
 NOTE = (
     "Partly annotated images are fine for training with points and boxes (only "
@@ -56,8 +52,7 @@ class AnnotateWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
-        self.process: ServiceClient | None = None
-        self.job = None
+        self.run = None  # the RunController of the last retrain
         self.last_result: dict[str, Any] | None = None
         self.steps = ImageSteps(napari_viewer)
 
@@ -103,9 +98,13 @@ class AnnotateWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         for part in (self.summary, self.add_button, train, self.progress, self.status):
-            _add(layout, part)
+            (layout.addLayout if isinstance(part, QHBoxLayout) else layout.addWidget)(
+                part
+            )
         for part in (step, self.effort, note):
-            _add(layout, part)
+            (layout.addLayout if isinstance(part, QHBoxLayout) else layout.addWidget)(
+                part
+            )
         layout.addStretch()
 
         self.add_button.clicked.connect(self.add)
@@ -121,23 +120,17 @@ class AnnotateWidget(QWidget):
             event.connect(self._refresh_layers)
         self._refresh_layers()
         self._rounds = ""  # the set's effort per round, read when the set changes
-        self._timer = QTimer(self)  # the prompt tester commits without telling us
-        self._timer.timeout.connect(self.show_effort)
-        self._timer.start(500)
+        # the prompt session says when an object is committed or taken back
+        effort = self.session.prompt.events.effort
+        effort.connect(self.show_effort)
+        self.destroyed.connect(lambda *_, f=self.show_effort: effort.disconnect(f))
         self.show_set()
 
     # -- helpers ---------------------------------------------------------------------
 
-    def prompter(self, dock: bool = True) -> PromptWidget | None:
-        """The prompt tester docked in this viewer (docked now if it is not)."""
-        for _ in range(2):
-            for widget in self.viewer.window.dock_widgets.values():
-                if isinstance(widget, PromptWidget):
-                    return widget
-            if not dock:
-                return None
-            self.session.dock("Prompt tester")
-        raise RuntimeError("the prompt tester could not be docked")
+    def prompter(self) -> PromptWidget:
+        """The prompt tester of this viewer (docked now if it is not)."""
+        return self.session.dock("Prompt tester", show=False)
 
     def aset(self, create: bool = False) -> AnnotationSet | None:
         name = self.set_name.currentText().strip()
@@ -182,9 +175,8 @@ class AnnotateWidget(QWidget):
         )
         self.show_effort()
 
-    def show_effort(self) -> None:
-        prompt = self.prompter(dock=False)
-        effort = prompt.effort if prompt is not None else []
+    def show_effort(self, *_) -> None:
+        effort = self.session.prompt.effort
         text = "This image: no object committed yet."
         if effort:
             clicks = np.mean([e["clicks"] for e in effort])
@@ -223,8 +215,8 @@ class AnnotateWidget(QWidget):
             "labels": labels,
             "name": Path(name).name,
             "complete": self.complete.isChecked(),
-            "effort": list(prompt.effort),
-            "model": chosen(prompt.model),
+            "effort": list(self.session.prompt.effort),
+            "model": self.session.prompt.model,
             "source": name,
         }
 
@@ -267,7 +259,8 @@ class AnnotateWidget(QWidget):
         aset = self.aset()
         if aset is None or aset.version == 0:
             raise UserError("Add annotated images to the set before retraining.")
-        current = chosen(self.prompter().model)
+        self.prompter()  # docked if it is not: the model choice is its own
+        current = self.session.prompt.model
         choices = self.session.choices
         init_from = current if Path(current).is_absolute() else None
         model = (
@@ -288,9 +281,17 @@ class AnnotateWidget(QWidget):
             storage=self.session.storage,
         )
 
+    def settings_source(self) -> str:
+        """Where the retrain's settings come from, in words."""
+        return "settings: " + recipe_line(self.session.choices.train, "the Train tab's")
+
     @property
     def running(self) -> bool:
-        return self.job is not None and not self.job.finished
+        return self.run is not None and self.run.running
+
+    @property
+    def process(self):
+        return None if self.run is None else self.run.process
 
     def retrain(self) -> None:
         if self.running:
@@ -300,23 +301,26 @@ class AnnotateWidget(QWidget):
         except UserError as error:
             notify_failure(str(error), True)
             return
-        self.last_result = None
+        run = self.session.jobs.start(f"Retrain {request.name}", request)
+        if run is None:  # another training-type job runs: the manager said so
+            return
+        self.run, self.last_result = run, None
         self.progress.setRange(0, 0)
         start = (
             Path(request.init_from).name if request.init_from else request.model["name"]
         )
-        self.status.setText(f"Retraining from {start} on {request.name}…")
-        self.process = ServiceClient("retraining process")
-        self.job = self.process.call(request)
-        self.job.event.connect(self._on_event)
-        self.job.done.connect(self._on_done)
-        self.job.failed.connect(self._on_failed)
+        self.status.setText(
+            f"Retraining from {start} on {request.name} ({self.settings_source()})…"
+        )
+        run.event.connect(self._on_event)
+        run.done.connect(self._on_done)
+        run.failed.connect(self._on_failed)
         self.retrain_button.setEnabled(False)
         self.stop_button.setEnabled(True)
 
     def stop(self) -> None:
         if self.running:
-            self.job.stop()
+            self.run.stop()
             self.status.setText("Stopping after this step…")
 
     def _on_event(self, event) -> None:
@@ -324,6 +328,11 @@ class AnnotateWidget(QWidget):
         if kind == "step":
             self.progress.setRange(0, event.total)
             self.progress.setValue(event.step)
+            self.status.setText(
+                f"Retraining: step {event.step}/{event.total} · loss "
+                f"{event.loss:.4f} · {duration(event.eta_s)} left "
+                f"({self.settings_source()})"
+            )
         elif kind == "progress" and event.done:
             self.status.setText(
                 f"Evaluating the held-out images: {event.done}/{event.total}"
@@ -332,8 +341,6 @@ class AnnotateWidget(QWidget):
     def _finish(self) -> None:
         self.retrain_button.setEnabled(True)
         self.stop_button.setEnabled(False)
-        if self.process is not None:
-            self.process.close()
 
     def _on_done(self, result: dict) -> None:
         self._finish()
@@ -387,12 +394,5 @@ class AnnotateWidget(QWidget):
             return
         model = self.newest_model()
         prompt.new_image(opened, model)
-        name = Path(model).name if model else chosen(prompt.model)
+        name = Path(model).name if model else self.session.prompt.model
         self.status.setText(f"{message}, with {name} in the prompt tester.")
-
-
-def _add(layout: QVBoxLayout, part) -> None:
-    if isinstance(part, QHBoxLayout):
-        layout.addLayout(part)
-    else:
-        layout.addWidget(part)

@@ -26,7 +26,7 @@ class CurveCanvas(QWidget):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.points: list[dict] = []
-        self.setMinimumSize(260, 160)
+        self.setMinimumSize(240, 140)
 
     def set_points(self, points: list[dict]) -> None:
         self.points = points

@@ -7,16 +7,22 @@ import time
 
 from ._session import HOME_ENV, PLUGIN
 
-# (display name, widget, dock area); widgets sharing an area are tabbed
+# (display name, widget, tab group, tab title): the widgets of a group are
+# tabbed in this order, the numbers giving the steps' order. Two groups side
+# by side on the right (napari's layer list keeps the left), Results and Jobs
+# the full width at the bottom: the window fits a 1920x1080 screen.
 DOCKS = (
-    ("Data", "data_widget:DataWidget", "right"),
-    ("Model and method", "model_widget:ModelWidget", "right"),
-    ("Train", "train_widget:TrainWidget", "right"),
-    ("Annotate", "annotate_widget:AnnotateWidget", "right"),
-    ("Prompt tester", "prompt_widget:PromptWidget", "left"),
-    ("Sweep", "sweep_widget:SweepWidget", "left"),
-    ("Results", "results_widget:ResultsWidget", "bottom"),
+    ("Data", "data_widget:DataWidget", "setup", "1 Data"),
+    ("Model and method", "model_widget:ModelWidget", "setup", "2 Model"),
+    ("Train", "train_widget:TrainWidget", "setup", "3 Train"),
+    ("Annotate", "annotate_widget:AnnotateWidget", "setup", "5 Annotate"),
+    ("Prompt tester", "prompt_widget:PromptWidget", "try", "4 Try: Prompt tester"),
+    ("Sweep", "sweep_widget:SweepWidget", "try", "6 Sweep"),
+    ("Results", "results_widget:ResultsWidget", "results", "Results"),
+    ("Jobs", "jobs_widget:JobsWidget", "jobs", "Jobs"),
 )
+AREAS = {"setup": "right", "try": "right", "results": "bottom", "jobs": "bottom"}
+RAISED = ("Data", "Prompt tester")  # what a new user starts with
 
 
 def wait_for(condition, timeout_s: float, poll_s: float = 0.01) -> bool:
@@ -36,22 +42,39 @@ def wait_for(condition, timeout_s: float, poll_s: float = 0.01) -> bool:
 
 
 def dock_all(viewer) -> dict:
-    """Dock every widget of the plugin; returns them by display name."""
+    """Dock every widget of the plugin; returns them by display name.
+
+    Each dock carries the name napari gives the plugin's own docks, so the
+    Plugins menu raises it instead of docking a second copy. Results and Jobs
+    take the full width at the bottom; Data and the prompt tester are raised.
+    """
     from importlib import import_module
 
-    widgets, used = {}, set()
-    for name, target, area in DOCKS:
+    from napari.plugins import menu_item_template
+    from qtpy.QtCore import Qt
+
+    window = viewer.window._qt_window
+    window.setCorner(Qt.BottomLeftCorner, Qt.BottomDockWidgetArea)
+    window.setCorner(Qt.BottomRightCorner, Qt.BottomDockWidgetArea)
+    widgets, docks, first = {}, {}, {}
+    for name, target, group, title in DOCKS:
         module, cls = target.split(":")
         widget = getattr(import_module(f"napari_peft_sam._qt.{module}"), cls)(viewer)
-        viewer.window.add_dock_widget(
+        dock = viewer.window.add_dock_widget(
             widget,
-            name=name,
-            area=area,
-            tabify=area in used,
+            name=menu_item_template.format(PLUGIN, name),
+            area=AREAS[group],
             add_vertical_stretch=False,
         )
-        used.add(area)
-        widgets[name] = widget
+        dock.setWindowTitle(title)
+        if group in first:
+            window.tabifyDockWidget(first[group], dock)
+        elif first and AREAS[group] == "right" and "setup" in first:
+            window.splitDockWidget(first["setup"], dock, Qt.Horizontal)
+        first.setdefault(group, dock)
+        widgets[name], docks[name] = widget, dock
+    for name in RAISED:
+        docks[name].raise_()
     return widgets
 
 

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from napari.layers import Image, Labels, Points, Shapes
-from qtpy.QtCore import Qt
+from napari.layers import Image, Labels
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -22,14 +21,27 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core import catalog, requests
+from ..core import requests
 from ..core.metrics import matched_iou
-from ._session import session_for
+from ._models import chosen, fill_models, known_runs, model_request
+from ._prompt_layers import (
+    BASE_MASK,
+    COMMITTED,
+    LEGEND,
+    MASK,
+    automatic_summary,
+    clear_prompts,
+    ensure_layers,
+    find,
+    plane,
+    prompt_arrays,
+    set_sign,
+    show_mask,
+)
+from ._session import notify_failure, session_for
 from .data_widget import LayerCombo
 
 NONE = "(none)"
-POINTS, BOXES = "prompts", "box prompts"
-MASK, BASE_MASK, COMMITTED = "mask (model)", "mask (base model)", "committed objects"
 
 
 # Qt paints at low priority: a reply that arrives before the Qt thread goes
@@ -37,18 +49,6 @@ MASK, BASE_MASK, COMMITTED = "mask (model)", "mask (base model)", "committed obj
 # just placed and its mask appear in one canvas redraw instead of two. A slow
 # reply (the first click embeds the image) is not waited for.
 CLICK_WAIT_S = 0.15  # a click: ms on the demo model, ~0.1 s for vit_b on a CPU
-
-
-def model_request(choice: str, device: str = "auto") -> dict[str, Any]:
-    """The service's description of a model: a run folder or a base model name."""
-    if Path(choice).is_absolute():
-        return {"run": choice, "device": device}
-    return {"name": choice, "device": device}
-
-
-def chosen(combo: QComboBox) -> str:
-    """A model combo's choice: the run folder behind 'run: NAME', else the name."""
-    return combo.currentData() or combo.currentText()
 
 
 class PromptWidget(QWidget):
@@ -82,6 +82,10 @@ class PromptWidget(QWidget):
         self.start_button = QPushButton("Start prompting")
         self.commit_button = QPushButton("Commit object")
         self.clear_button = QPushButton("Clear prompts")
+        self.undo_button = QPushButton("Undo last commit")
+        self.undo_button.setEnabled(False)
+        self.legend = QLabel(LEGEND)
+        self.legend.setVisible(False)
         self.auto_button = QPushButton("Segment everything")
         self.readout = QLabel(
             "Pick a model and an image, then press 'Start prompting'."
@@ -105,11 +109,13 @@ class PromptWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.commit_button)
         buttons.addWidget(self.clear_button)
+        buttons.addWidget(self.undo_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.start_button)
         layout.addLayout(buttons)
         layout.addWidget(self.auto_button)
+        layout.addWidget(self.legend)
         layout.addWidget(self.readout)
         layout.addWidget(self.auto_readout)
         layout.addStretch()
@@ -117,9 +123,10 @@ class PromptWidget(QWidget):
         self.start_button.clicked.connect(self.start)
         self.commit_button.clicked.connect(self.commit)
         self.clear_button.clicked.connect(self.clear)
+        self.undo_button.clicked.connect(self.undo)
         self.auto_button.clicked.connect(self.segment_everything)
         self.positive.toggled.connect(self._set_sign)
-        self.model.currentTextChanged.connect(lambda *_: self.update_masks())
+        self.model.currentTextChanged.connect(lambda *_: self._model_changed())
         self.compare.toggled.connect(lambda *_: self.update_masks())
         for event in (
             napari_viewer.layers.events.inserted,
@@ -134,19 +141,10 @@ class PromptWidget(QWidget):
     # -- pickers -------------------------------------------------------------------------
 
     def _refresh_models(self) -> None:
-        catalog = self.session.catalog or {"models": []}
-        for combo, runs in ((self.model, True), (self.base, False)):
-            keep = chosen(combo) or "demo"
-            combo.blockSignals(True)
-            combo.clear()
-            if runs:
-                for run in reversed(self.session.runs):
-                    combo.addItem(f"run: {Path(run).name}", run)
-                    combo.setItemData(combo.count() - 1, run, Qt.ToolTipRole)
-            combo.addItems(catalog["models"])
-            index = combo.findData(keep)
-            combo.setCurrentIndex(index if index >= 0 else max(combo.findText(keep), 0))
-            combo.blockSignals(False)
+        models = (self.session.catalog or {"models": []})["models"]
+        fill_models(self.model, models, known_runs(self.session))
+        fill_models(self.base, models, [])
+        self.session.prompt.model = chosen(self.model)
 
     def _refresh_truth(self, *_) -> None:
         current = self.truth.currentText()
@@ -169,90 +167,35 @@ class PromptWidget(QWidget):
 
     # -- layers --------------------------------------------------------------------------
 
-    def _layer(self, name: str, make):
-        if name not in self.viewer.layers:
-            self.viewer.add_layer(make())
-        return self.viewer.layers[name]
-
     def start(self) -> None:
         image = self.image.layer()
         if image is None:
             self.session.info("Open an image first (File > Open Sample > PEFT-SAM).")
             return
-        shape = self._plane(image).shape[:2]
-        points = self._layer(
-            POINTS,
-            lambda: Points(
-                name=POINTS,
-                ndim=2,
-                features={"positive": np.zeros(0, bool)},
-                face_color="positive",
-                face_color_cycle=["#ff3030", "#30d040"],
-                size=max(6, shape[0] // 60),
-            ),
-        )
-        boxes = self._layer(
-            BOXES,
-            lambda: Shapes(
-                name=BOXES,
-                ndim=2,
-                edge_color="#ffd000",
-                face_color="transparent",
-                edge_width=2,
-            ),
-        )
-        for name in (MASK, BASE_MASK, COMMITTED):
-            self._layer(
-                name,
-                lambda n=name: Labels(np.zeros(shape, np.int32), name=n, opacity=0.55),
-            )
+        points, boxes = ensure_layers(self.viewer, plane(self.viewer, image).shape[:2])
         self.viewer.layers[BASE_MASK].visible = self.compare.isChecked()
+        self.legend.setVisible(self.compare.isChecked())
         points.events.data.connect(self._on_prompts)
         boxes.events.data.connect(self._on_prompts)
         self._set_sign(self.positive.isChecked())
         points.mode = "add"
         self.viewer.layers.selection.active = points
+        self.session.prompt.image = image.name
         self.readout.setText(
             "Click objects: positive points in green, negative in red; draw boxes in 'box prompts'."
         )
 
     def _set_sign(self, positive: bool) -> None:
-        if POINTS in self.viewer.layers:
-            layer = self.viewer.layers[POINTS]
-            layer.feature_defaults = {"positive": positive}
-            layer.current_face_color = "#30d040" if positive else "#ff3030"
+        set_sign(self.viewer, positive)
 
-    def _plane(self, layer) -> np.ndarray:
-        """The 2D image (or RGB image) the viewer shows of ``layer`` now."""
-        data = np.asarray(layer.data)
-        extra = layer.ndim - 2
-        if extra <= 0:
-            return data
-        coords = layer.world_to_data(self.viewer.dims.point[-layer.ndim :])
-        index = tuple(
-            int(np.clip(round(c), 0, n - 1))
-            for c, n in zip(coords[:extra], data.shape, strict=False)
-        )
-        return data[index]
-
-    def _find(self, name: str):
-        """The layer called ``name``, or None (the viewer proxy has no ``get``)."""
-        return self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401
+    def _model_changed(self) -> None:
+        self.session.prompt.model = chosen(self.model)
+        self.update_masks()
 
     # -- prompts -> masks ----------------------------------------------------------------
 
     def prompts(self) -> dict[str, Any]:
-        points, boxes = self._find(POINTS), self._find(BOXES)
-        out: dict[str, Any] = {"points": None, "labels": None, "box": None}
-        if points is not None and len(points.data):
-            yx = np.asarray(points.data)[:, -2:]
-            out["points"] = yx[:, ::-1].astype(np.float32)
-            out["labels"] = np.asarray(points.features["positive"], np.int64)
-        if boxes is not None and len(boxes.data):
-            corners = np.asarray(boxes.data[-1])[:, -2:]
-            (y0, x0), (y1, x1) = corners.min(0), corners.max(0)
-            out["box"] = np.array([x0, y0, x1, y1], np.float32)
-        return out
+        return prompt_arrays(self.viewer)
 
     def _image_key(self) -> str | None:
         image = self.image.layer()
@@ -263,7 +206,7 @@ class PromptWidget(QWidget):
         key = f"{image.name}:{id(image.data)}:{step}"
         generation = self.session.service.ensure_running()  # a restart forgets images
         if self._sent.get(key) != generation:
-            self.session.call(requests.SetImage(key, self._plane(image)))
+            self.session.call(requests.SetImage(key, plane(self.viewer, image)))
             self._sent[key] = generation
         return key
 
@@ -281,9 +224,10 @@ class PromptWidget(QWidget):
             return
         self._request(MASK, chosen(self.model))
         compare = self.compare.isChecked()
-        base = self._find(BASE_MASK)
+        base = find(self.viewer, BASE_MASK)
         if base is not None and base.visible != compare:  # a refresh only on change
             base.visible = compare
+        self.legend.setVisible(compare)
         if compare:
             self._request(BASE_MASK, chosen(self.base))
 
@@ -311,8 +255,6 @@ class PromptWidget(QWidget):
                 self._next(layer_name, model)
 
         def failed(message, user, layer_name=layer_name, model=model):
-            from ._session import notify_failure
-
             notify_failure(message, user)
             self._busy[layer_name] = False
 
@@ -329,21 +271,10 @@ class PromptWidget(QWidget):
             self._request(layer_name, model)
 
     def _show_mask(self, layer_name: str, mask: np.ndarray | None) -> None:
-        """Put ``mask`` (None: empty) into its layer in place (``data_setitem``
-        uploads only the changed pixels; new ``data`` re-slices the layer)."""
-        layer = self._find(layer_name)
+        layer = find(self.viewer, layer_name)
         if layer is None:
             return
-        data, value = np.asarray(layer.data), 1 if layer_name == MASK else 2
-        if mask is not None and mask.shape != data.shape:  # another image's size
-            layer.data = np.asarray(mask, data.dtype) * value
-        else:
-            new = np.zeros(data.shape, data.dtype)
-            if mask is not None:
-                new[mask] = value
-            changed = np.nonzero(data != new)
-            if len(changed[0]):
-                layer.data_setitem(changed, new[changed])
+        show_mask(layer, mask)
         self.ious[layer_name] = None if mask is None else self._iou(mask)
         self._readout()
 
@@ -351,7 +282,7 @@ class PromptWidget(QWidget):
         truth = self.truth.currentText()
         if truth == NONE or truth not in self.viewer.layers or not mask.any():
             return None
-        labels = self._plane(self.viewer.layers[truth])
+        labels = plane(self.viewer, self.viewer.layers[truth])
         if labels.shape != mask.shape:
             return None
         return matched_iou(mask, labels)[1]
@@ -365,7 +296,9 @@ class PromptWidget(QWidget):
                 area = int((np.asarray(self.viewer.layers[name].data) > 0).sum())
                 iou = self.ious.get(name)
                 parts.append(
-                    f"{title}: {area} px" + ("" if iou is None else f", IoU {iou:.3f}")
+                    f"{title}: {area:,} px"
+                    + (" (nothing)" if area == 0 else "")
+                    + ("" if iou is None else f", IoU {iou:.3f}")
                 )
         self.readout.setText(" · ".join(parts))
 
@@ -375,25 +308,35 @@ class PromptWidget(QWidget):
         if MASK not in self.viewer.layers:
             return
         mask = np.asarray(self.viewer.layers[MASK].data) > 0
-        committed = self.viewer.layers[COMMITTED]
-        data = np.asarray(committed.data).copy()
-        data[mask] = data.max() + 1
-        committed.data = data
         if mask.any():
+            committed = self.viewer.layers[COMMITTED]
+            data = np.asarray(committed.data).copy()
+            data[mask] = data.max() + 1
+            committed.data = data
             started = self._first_click or time.perf_counter()
             seconds = time.perf_counter() - started
             self.effort.append({"clicks": self._clicks, "seconds": seconds})
             self._clicks, self._first_click = 0, None
+            self._publish_effort()
         self.clear()
 
+    def undo(self) -> None:
+        """Take back the last committed object (and its effort)."""
+        committed = find(self.viewer, COMMITTED)
+        if committed is None or not self.effort:
+            return
+        data = np.asarray(committed.data).copy()
+        data[data == data.max()] = 0
+        committed.data = data
+        self.effort.pop()
+        self._publish_effort()
+
+    def _publish_effort(self) -> None:
+        self.undo_button.setEnabled(bool(self.effort))
+        self.session.prompt.effort = tuple(dict(e) for e in self.effort)
+
     def clear(self) -> None:
-        for name in (POINTS, BOXES):
-            if name in self.viewer.layers:
-                self.viewer.layers[name].data = []
-        for name in (MASK, BASE_MASK):
-            if name in self.viewer.layers:
-                layer = self.viewer.layers[name]
-                layer.data = np.zeros_like(np.asarray(layer.data))
+        clear_prompts(self.viewer)
 
     def segment_everything(self) -> None:
         key = self._image_key()
@@ -412,32 +355,18 @@ class PromptWidget(QWidget):
             self.viewer.layers[name].data = result["labels"]
         else:
             self.viewer.add_labels(result["labels"], name=name, opacity=0.6)
-        n = len(np.unique(result["labels"])) - 1
-        if n:
-            text = f"Segment everything: {n} objects ({result['kind']})."
-        else:
-            filters = ", ".join(f"{k} {v}" for k, v in result["settings"].items())
-            text = (
-                f"Segment everything ({result['kind']}): no object passed the "
-                f"filters ({filters})."
-            )
-            if result["kind"] == catalog.AMG.automatic:
-                text += (
-                    " A run trained with the AIS decoder segments everything "
-                    "better; points and boxes still work."
-                )
-        self.auto_readout.setText(text)
+        self.auto_readout.setText(automatic_summary(result))
 
     # -- the Annotate widget's handles -----------------------------------------------
 
     def current_plane(self, layer=None) -> np.ndarray | None:
         """The 2D plane shown of ``layer`` (default: the image being prompted)."""
         layer = layer or self.image.layer()
-        return None if layer is None else self._plane(layer)
+        return None if layer is None else plane(self.viewer, layer)
 
     def committed_labels(self) -> np.ndarray | None:
         """The committed objects of the current image (None before 'Start')."""
-        layer = self._find(COMMITTED)
+        layer = find(self.viewer, COMMITTED)
         return None if layer is None else np.asarray(layer.data)
 
     def new_image(self, layer_name: str, model: str | None = None) -> None:
@@ -453,10 +382,8 @@ class PromptWidget(QWidget):
             if name in self.viewer.layers:  # resized to the new image by start()
                 self.viewer.layers.remove(name)
         self.clear()
-        for name in (POINTS, BOXES):  # a stale selection breaks the next colour change
-            if name in self.viewer.layers:
-                self.viewer.layers[name].selected_data = set()
         self.effort, self._clicks, self._first_click = [], 0, None
+        self._publish_effort()
         self.start()
         key = self._image_key()
         if key is not None:

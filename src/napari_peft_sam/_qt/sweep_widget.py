@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
-    QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
-    QLineEdit,
     QPushButton,
     QSpinBox,
     QTableWidget,
@@ -24,37 +20,22 @@ from qtpy.QtWidgets import (
 )
 
 from ..core import catalog, requests
+from ..core.display import number
 from ..core.errors import UserError
 from ..core.executors import EXECUTORS
-from ._service import ServiceClient
+from ..core.recipes import recipe_for, resolve
 from ._session import notify_failure, session_for
+from ._sweep_parts import (
+    SlurmOptions,
+    TrialTable,
+    canonical,
+    parse_values,
+    spec_name,
+    values_text,
+)
 from .data_widget import sweep_data
 
 CUSTOM = "custom (from Data and Model)"
-# iterations per second on a CPU where nothing was measured yet (benchmarks/results)
-FALLBACK_SPEED = {"tiny": 2.0, "demo": 4.0}
-
-
-def parse_values(text: str) -> list:
-    """'1e-3, 4, q+v' -> [0.001, 4, 'q+v']: numbers as numbers, the rest as text."""
-    out = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        try:
-            number = float(part)
-            out.append(
-                int(number)
-                if number.is_integer() and "." not in part and "e" not in part.lower()
-                else number
-            )
-        except ValueError:
-            out.append(part)
-    return out
-
-
-def _text(values) -> str:
-    return ", ".join("+".join(v) if isinstance(v, list) else str(v) for v in values)
 
 
 class SweepWidget(QWidget):
@@ -64,10 +45,8 @@ class SweepWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
-        self.process: ServiceClient | None = None
-        self.job = None
+        self.run = None  # the RunController of the last sweep
         self.spec: dict[str, Any] | None = None
-        self.trials: dict[int, dict[str, Any]] = {}
 
         self.preset = QComboBox()
         self.grid = QTableWidget(0, 2)
@@ -76,7 +55,7 @@ class SweepWidget(QWidget):
         )
         self.grid.horizontalHeader().setStretchLastSection(True)
         self.grid.verticalHeader().setVisible(False)
-        self.grid.setMinimumHeight(150)
+        self.grid.setMinimumHeight(100)
         self.fill_button = QPushButton("Fill from Model and Train")
         self.seeds = QSpinBox(minimum=1, maximum=20, value=1)
         self.seeds.setToolTip(
@@ -89,35 +68,11 @@ class SweepWidget(QWidget):
         for executor in EXECUTORS.values():
             self.executor.addItem(executor.title, executor.name)
         self.workers = QSpinBox(minimum=1, maximum=256, value=2)
-        self.slurm = QGroupBox("SLURM")
-        self.partition, self.account_setup = QLineEdit(), QLineEdit()
-        self.partition.setPlaceholderText("default partition")
-        self.account_setup.setPlaceholderText(
-            "e.g. module load cuda; source venv/bin/activate"
-        )
-        self.time_min = QSpinBox(minimum=1, maximum=10_000, value=240)
-        # -1 / 0 show "auto": what the partition's nodes offer (executors.slurm_request)
-        self.gpus = QSpinBox(minimum=-1, maximum=8, value=-1)
-        self.gpus.setSpecialValueText("auto")
-        self.mem = QSpinBox(minimum=0, maximum=2048, value=0)
-        self.mem.setSpecialValueText("auto")
-        slurm = QFormLayout(self.slurm)
-        slurm.addRow("partition", self.partition)
-        slurm.addRow("time limit (min)", self.time_min)
-        slurm.addRow("GPUs per job", self.gpus)
-        slurm.addRow("memory (GB)", self.mem)
-        slurm.addRow("setup", self.account_setup)
-        self.slurm.setVisible(False)
+        self.slurm = SlurmOptions()
         self.start_button, self.stop_button = QPushButton("Start"), QPushButton("Stop")
         self.resume_button = QPushButton("Resume")
         self.stop_button.setEnabled(False)
-        self.progress = QTableWidget(0, 4)
-        self.progress.setHorizontalHeaderLabels(["trial", "values", "state", "result"])
-        header = self.progress.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.Stretch)
-        self.progress.verticalHeader().setVisible(False)
-        self.progress.setMinimumHeight(120)
+        self.progress = TrialTable()
         self.status = QLabel()
         self.status.setWordWrap(True)
 
@@ -154,6 +109,14 @@ class SweepWidget(QWidget):
         self.stop_button.clicked.connect(self.stop)
         self._poll = QTimer(self, interval=3000)
         self._poll.timeout.connect(self._poll_store)
+        self.session.speeds_changed.connect(self.update_estimate)
+        events = self.session.choices.events  # a custom grid follows the other tabs
+        events = [events.train, events.method, events.model, events.data]
+        for event in events:
+            event.connect(self._choices_changed)
+        self.destroyed.connect(
+            lambda *_, f=self._choices_changed: [e.disconnect(f) for e in events]
+        )
         self.session.when_ready(self._populate)
 
     # -- the grid --------------------------------------------------------------------------
@@ -163,6 +126,22 @@ class SweepWidget(QWidget):
             return
         self.preset.addItems([CUSTOM, *catalog["presets"]])
         self._preset_changed(self.preset.currentText())
+        self.session.call(  # the speeds of the runs already in the store
+            requests.Rows(self.session.storage),
+            on_done=self._speeds_from_rows,
+            on_failed=lambda *_: None,
+        )
+
+    def _speeds_from_rows(self, rows: list[dict]) -> None:
+        for row in rows:
+            if row["status"] == "complete" and row.get("train_time_s"):
+                speed = (row.get("iterations") or 0) / row["train_time_s"]
+                self.session.measured(row["model"], str(row["run_dir"]), speed)
+
+    def _choices_changed(self, *_) -> None:
+        """A custom grid follows the Data, Model and Train tabs."""
+        if self.preset.currentText() == CUSTOM and self.session.catalog is not None:
+            self.fill_custom()
 
     def _executor_changed(self, text: str) -> None:
         self.slurm.setVisible(self.executor_kind() == "slurm")
@@ -175,7 +154,7 @@ class SweepWidget(QWidget):
         for i, (name, values) in enumerate(grid.items()):
             item = QTableWidgetItem(name)
             self.grid.setItem(i, 0, item)
-            self.grid.setItem(i, 1, QTableWidgetItem(_text(values)))
+            self.grid.setItem(i, 1, QTableWidgetItem(values_text(values)))
         self.grid.blockSignals(False)
         self.update_estimate()
 
@@ -203,16 +182,13 @@ class SweepWidget(QWidget):
         preset = self.session.catalog["presets"][name]
         grids = preset["grid"] if isinstance(preset["grid"], list) else [preset["grid"]]
         merged: dict[str, list] = {}
-        for grid in grids:
-            for key, values in grid.items():
-                merged.setdefault(key, [])
-                merged[key] += [v for v in values if v not in merged[key]]
+        for key, values in (item for grid in grids for item in grid.items()):
+            merged[key] = merged.get(key, []) + values
+        merged = {k: list(dict.fromkeys(map(canonical, v))) for k, v in merged.items()}
         self.set_grid(merged)
 
     def _settings(self):
         """The training settings a run of the chosen model gets (recipe + edits)."""
-        from ..core.recipes import resolve
-
         choices = self.session.choices
         return resolve(choices.train, choices.model["name"])[0]
 
@@ -221,7 +197,7 @@ class SweepWidget(QWidget):
         if self.session.catalog is None:  # the service has not answered yet
             return
         grid: dict[str, list] = {
-            name: [value]
+            name: [canonical(value)]
             for name, value in self.session.choices.method.items()
             if name != "method" and not name.startswith("freeze_") and value is not None
         }
@@ -231,8 +207,6 @@ class SweepWidget(QWidget):
         if "rank" in grid:
             grid["rank"] = [2, 8]
         self.set_grid(grid)
-
-    # -- the spec and its cost -------------------------------------------------------------
 
     def build_spec(self) -> dict[str, Any]:
         grid = self.grid_values()
@@ -251,19 +225,12 @@ class SweepWidget(QWidget):
                 "Sweeps run on named base models; a custom checkpoint is not supported yet."
             )
         fixed = {
-            k: v
-            for k, v in method.items()
-            if k not in grid and k != "method" and v is not None
+            k: canonical(v)
+            for k, v in (method | choices.train).items()
+            if k not in grid and k not in ("method", "device") and v is not None
         }
-        fixed |= {
-            k: v
-            for k, v in choices.train.items()
-            if k not in grid and k != "device" and v is not None
-        }
-        where = re.sub(r"[^A-Za-z0-9]+", "-", dataset.removeprefix("napari layers "))
-        tag = f"{method['method']}-{model['name']}-{where.strip('-')[:40]}"
-        return {
-            "name": f"gui-{tag}",
+        where = dataset.removeprefix("napari layers ")
+        spec = {
             "dataset": dataset,
             "model": model["name"],
             "method": method["method"],
@@ -273,6 +240,8 @@ class SweepWidget(QWidget):
             "data": files,
             "seeds": self.seeds.value(),
         }
+        tag = f"{method['method']}-{model['name']}-{where[:40]}"
+        return {"name": spec_name(tag, spec)} | spec
 
     def update_estimate(self) -> None:
         try:
@@ -283,16 +252,21 @@ class SweepWidget(QWidget):
         points = math.prod(len(v) for v in grid.values()) * self.seeds.value()
         iterations = max(grid.get("iterations", [self._fixed_iterations()]), key=float)
         model = self._model_name()
-        speed = self.session.speeds.get(model) or FALLBACK_SPEED.get(model)
         workers = 1 if self.executor_kind() == "inline" else self.workers.value()
-        text = f"<b>{points} runs</b> of up to {iterations} iterations"
-        if speed:
-            minutes = (
-                points * float(iterations) / speed / 60 / workers * 1.15
-            )  # + evaluation
-            source = "measured" if model in self.session.speeds else "typical CPU"
+        text = f"<b>{points} runs</b> of up to {number(int(iterations))} iterations"
+        measured = self.session.speed(model)
+        if measured is None:
             text += (
-                f": about <b>{minutes:.0f} min</b> here ({speed:.2f} it/s, {source})"
+                f"; the time shows once a run of {model} has been measured here "
+                "(Train, or a first point)"
+            )
+        else:
+            speed, runs = measured
+            # + 15 % for each run's evaluation on the held-out images
+            minutes = points * float(iterations) / speed / 60 / workers * 1.15
+            text += (
+                f": about <b>{number(minutes, 0)} min</b> here ({speed:.2f} it/s, "
+                f"measured by {runs} run{'s' * (runs != 1)} of {model} here)"
             )
         self.estimate.setText(text + ".")
 
@@ -302,8 +276,6 @@ class SweepWidget(QWidget):
             preset = self.session.catalog["presets"][name]
             if "iterations" in preset.get("fixed", {}):
                 return preset["fixed"]["iterations"]
-            from ..core.recipes import recipe_for
-
             return recipe_for(preset["model"]).settings.get("iterations", 1000)
         return self._settings().iterations
 
@@ -320,7 +292,15 @@ class SweepWidget(QWidget):
 
     @property
     def running(self) -> bool:
-        return self.job is not None and not self.job.finished
+        return self.run is not None and self.run.running
+
+    @property
+    def process(self):
+        return None if self.run is None else self.run.process
+
+    @property
+    def job(self):
+        return None if self.run is None else self.run.job
 
     def start(self) -> None:
         try:
@@ -340,31 +320,22 @@ class SweepWidget(QWidget):
     def _launch(self) -> None:
         if self.running:
             return
-        self.trials.clear()
-        self.progress.setRowCount(0)
-        options = {
-            "partition": self.partition.text().strip() or None,
-            "time": self.time_min.value(),
-            "gpus": None if self.gpus.value() < 0 else self.gpus.value(),
-            "mem": self.mem.value() or None,
-            "setup": [
-                s.strip() for s in self.account_setup.text().split(";") if s.strip()
-            ],
-        }
-        self.process = ServiceClient("sweep process")
-        self.job = self.process.call(
-            requests.Sweep(
-                spec=self.spec,
-                storage=self.session.storage,
-                runs=str(self.session.home / "sweeps" / self.spec["name"]),
-                executor=self.executor_kind(),
-                workers=self.workers.value(),
-                options=options,
-            )
+        request = requests.Sweep(
+            spec=self.spec,
+            storage=self.session.storage,
+            runs=str(self.session.home / "sweeps" / self.spec["name"]),
+            executor=self.executor_kind(),
+            workers=self.workers.value(),
+            options=self.slurm.options(),
         )
-        self.job.event.connect(self._on_event)
-        self.job.done.connect(self._on_done)
-        self.job.failed.connect(self._on_failed)
+        run = self.session.jobs.start(f"Sweep {self.spec['name']}", request)
+        if run is None:  # another training-type job runs: the manager said so
+            return
+        self.run = run
+        self.progress.reset()
+        run.event.connect(self._on_event)
+        run.done.connect(self._on_done)
+        run.failed.connect(self._on_failed)
         self.start_button.setEnabled(False)
         self.resume_button.setEnabled(False)
         self.stop_button.setEnabled(True)
@@ -375,7 +346,7 @@ class SweepWidget(QWidget):
 
     def stop(self) -> None:
         if self.running:
-            self.job.stop()
+            self.run.stop()
             self.stop_button.setEnabled(False)
             self.status.setText(
                 "Stopping: the running point saves a checkpoint and is queued again on Resume."
@@ -387,56 +358,19 @@ class SweepWidget(QWidget):
             jobs = [f"{j} {states[j]}" if j in states else j for j in payload["jobs"]]
             self.status.setText(f"jobs: {', '.join(jobs)}")
             return
-        event, trial = payload["event"], payload["trial"]
-        state = self.trials.setdefault(
-            trial, {"values": "", "state": "running", "result": ""}
-        )
+        event = payload["event"]
         if event.kind == "step":
-            state["state"] = f"step {event.step}/{event.total}"
-            model = self._model_name()
-            self.session.speeds[model] = event.it_per_s
-        elif event.kind == "progress":
-            state["state"] = f"evaluating {event.done}/{event.total}"
-        self._render_trials()
+            run = f"{self.spec['name']}:{payload['trial']}"
+            self.session.measured(self._model_name(), run, event.it_per_s)
+        self.progress.follow(payload["trial"], event)
 
     def _poll_store(self) -> None:
-        if self.spec is None:
-            return
-        self.session.call(
-            requests.Rows(self.session.storage),
-            on_done=self._merge_rows,
-            on_failed=lambda *_: None,
-        )
-
-    def _merge_rows(self, rows: list[dict]) -> None:
-        for row in rows:
-            if self.spec is None or row["study"] != self.spec["name"]:
-                continue
-            state = self.trials.setdefault(
-                row["trial"], {"values": "", "state": "", "result": ""}
+        if self.spec is not None:
+            self.session.call(
+                requests.Rows(self.session.storage),
+                on_done=lambda rows: self.progress.merge(rows, self.spec),
+                on_failed=lambda *_: None,
             )
-            state["values"] = ", ".join(f"{k}={v}" for k, v in row["params"].items())
-            if row["status"] != "running" or not state["state"].startswith(
-                ("step", "eval")
-            ):
-                state["state"] = {"fail": "failed", "complete": "done"}.get(
-                    row["status"], row["status"]
-                )
-            metric = row["metrics"].get(catalog.PRIMARY)
-            state["result"] = (
-                f"{catalog.PRIMARY} {metric:.3f}"
-                if metric is not None
-                else (row.get("error") or "")
-            )
-        self._render_trials()
-
-    def _render_trials(self) -> None:
-        self.progress.setRowCount(len(self.trials))
-        for i, (trial, state) in enumerate(sorted(self.trials.items())):
-            for j, text in enumerate(
-                (str(trial), state["values"], state["state"], state["result"])
-            ):
-                self.progress.setItem(i, j, QTableWidgetItem(text))
 
     def _finish(self) -> None:
         self._poll.stop()
@@ -444,8 +378,6 @@ class SweepWidget(QWidget):
         self.start_button.setEnabled(True)
         self.resume_button.setEnabled(True)
         self.stop_button.setEnabled(False)
-        if self.process is not None:
-            self.process.close()
         self.session.results_changed.emit()
 
     def _on_done(self, result: dict) -> None:

@@ -9,6 +9,7 @@ consistent checkpoint and ends.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from qtpy.QtWidgets import (
@@ -23,22 +24,13 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from ..core import knobs, requests
+from ..core.display import duration
 from ..core.errors import UserError
 from ._form import changed_signal, editor, set_value, value
 from ._plots import CurvePlot
-from ._service import ServiceClient
 from ._session import notify_failure, session_for
 from .data_widget import data_spec, source_request
 from .model_widget import memory_check_for, memory_line
-
-
-def _eta(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return (
-        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-        if seconds >= 3600
-        else f"{seconds // 60}:{seconds % 60:02d}"
-    )
 
 
 class SettingsForm(QWidget):
@@ -110,8 +102,7 @@ class TrainWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
-        self.process: ServiceClient | None = None
-        self.job = None
+        self.run = None  # the RunController of this widget's last run
         self.run_dir: str | None = None
         self.last_result: dict[str, Any] | None = None
         self.form: SettingsForm | None = None
@@ -144,16 +135,21 @@ class TrainWidget(QWidget):
         buttons.addWidget(self.train_button)
         buttons.addWidget(self.stop_button)
         buttons.addWidget(self.export_button)
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.recipe)
-        layout.addLayout(self.form_box)
-        layout.addWidget(self.reset_button)
-        layout.addWidget(self.memory_label)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
-        layout.addWidget(self.loss_plot)
-        layout.addWidget(self.val_plot)
+        # settings beside progress and curves: the dock fits a 1080p screen
+        settings, follow = QVBoxLayout(), QVBoxLayout()
+        settings.addWidget(self.recipe)
+        settings.addLayout(self.form_box)
+        settings.addWidget(self.reset_button)
+        settings.addWidget(self.memory_label)
+        settings.addStretch()
+        follow.addLayout(buttons)
+        follow.addWidget(self.progress)
+        follow.addWidget(self.status)
+        follow.addWidget(self.loss_plot, 1)
+        follow.addWidget(self.val_plot, 1)
+        layout = QHBoxLayout(self)
+        layout.addLayout(settings, 1)
+        layout.addLayout(follow, 1)
 
         self.train_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
@@ -217,7 +213,15 @@ class TrainWidget(QWidget):
 
     @property
     def running(self) -> bool:
-        return self.job is not None and not self.job.finished
+        return self.run is not None and self.run.running
+
+    @property
+    def process(self):
+        return None if self.run is None else self.run.process
+
+    @property
+    def job(self):
+        return None if self.run is None else self.run.job
 
     def start(self) -> None:
         if self.running:
@@ -233,7 +237,11 @@ class TrainWidget(QWidget):
             notify_failure(refusal, True)
             self.memory.refresh()  # memory may have been freed since
             return
-        self.run_dir = request.run_dir
+        run = self.session.jobs.start(f"Train {Path(request.run_dir).name}", request)
+        if run is None:  # another training-type job runs: the manager said so
+            self.status.setText("Not started: another training is running.")
+            return
+        self.run, self.run_dir = run, request.run_dir
         self.model_name = request.config["model"]["name"]
         self.last_result = None
         self.loss_plot.clear()
@@ -242,18 +250,16 @@ class TrainWidget(QWidget):
         self.progress.setValue(0)
         self.status.setText("Starting the training process…")
         self._started = time.monotonic()
-        self.process = ServiceClient("training process")
-        self.job = self.process.call(request)
-        self.job.event.connect(self._on_event)
-        self.job.done.connect(self._on_done)
-        self.job.failed.connect(self._on_failed)
+        run.event.connect(self._on_event)
+        run.done.connect(self._on_done)
+        run.failed.connect(self._on_failed)
         self.train_button.setEnabled(False)
         self.stop_button.setEnabled(True)
 
     def stop(self) -> None:
         """Finish after the current step; the checkpoint stays usable."""
         if self.running:
-            self.job.stop()
+            self.run.stop()
             self.status.setText("Stopping after this step…")
             self.stop_button.setEnabled(False)
 
@@ -265,9 +271,9 @@ class TrainWidget(QWidget):
             self.loss_plot.add("loss", event.step, event.loss)
             self.status.setText(
                 f"step {event.step}/{event.total} · loss {event.loss:.4f} · "
-                f"{event.it_per_s:.2f} it/s · ETA {_eta(event.eta_s)}"
+                f"{event.it_per_s:.2f} it/s · ETA {duration(event.eta_s)}"
             )
-            self.session.speeds[self.model_name] = event.it_per_s
+            self.session.measured(self.model_name, self.run_dir, event.it_per_s)
         elif kind == "validation":
             for name in ("val_point_loss", "val_box_loss"):
                 if name in event.metrics:
@@ -284,8 +290,6 @@ class TrainWidget(QWidget):
     def _finish(self) -> None:
         self.train_button.setEnabled(True)
         self.stop_button.setEnabled(False)
-        if self.process is not None:
-            self.process.close()
 
     def export(self):
         """The export dialog for the last run."""
