@@ -28,7 +28,6 @@ import contextlib
 import json
 import os
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ from .setfiles import (
     array_hash,
     exact_hash,
     missing,
+    now,
     verified,
     version_entry,
     write_version,
@@ -74,10 +74,6 @@ class Item:
     effort: list[dict[str, float]] = field(default_factory=list)
     model: str | None = None
     source: str | None = None
-
-
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def sets_root(home: str | os.PathLike) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -150,10 +151,13 @@ def _check_version(folder: Path, root: Path, entries: list[dict[str, Any]]) -> N
                 copy.replace(path)
 
 
+def now() -> str:
+    """The local time stamp a manifest records."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
 def version_entry(manifest: dict[str, Any]) -> dict[str, Any]:
     """The manifest's entry of a new version holding every image now in the set."""
-    from .annotations import now
-
     held = sum(e["held_out"] for e in manifest["images"])
     return {
         "version": len(manifest["versions"]) + 1,
