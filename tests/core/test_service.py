@@ -78,7 +78,9 @@ def test_catalog_and_shape_only_counts(service):
     kind, counts, _ = service.call(r.DescribeModel("vit_b", lora, {}))
     assert counts["encoder_trainable"] == 1_179_648  # micro-sam's table
     kind, small, _ = service.call(r.DescribeModel("vit_b", lora, {"n_objects": 5}))
-    assert small["memory_mb"] < counts["memory_mb"]
+    kind, many, _ = service.call(r.DescribeModel("vit_b", lora, {"n_objects": 400}))
+    # the encoder's transient bounds the step until the decoder's objects outgrow it
+    assert small["memory_mb"] <= counts["memory_mb"] < many["memory_mb"]
 
 
 def test_user_errors_come_back_as_sentences(service):
