@@ -4,7 +4,6 @@ items 1, 3, 4, 6, 9 and 10): exit code 2, one sentence, checksums unchanged."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,17 +16,7 @@ from napari_peft_sam.cli import main
 from napari_peft_sam.core import files
 from napari_peft_sam.core.annotations import AnnotationSet, Item
 from napari_peft_sam.core.errors import UserError
-
-
-def snapshot(*roots: Path) -> dict[str, str]:
-    """Every file under ``roots`` with a hash of its bytes (and every folder)."""
-    out = {}
-    for root in roots:
-        for p in [root] if root.is_file() else sorted(root.rglob("*")):
-            out[str(p)] = (
-                hashlib.sha1(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            )
-    return out
+from tests.test_reliability import snapshot
 
 
 def one_sentence(capsys) -> str:
