@@ -1,8 +1,10 @@
-"""A form generated from a method's hyperparameters (``MethodConfig.describe()``).
+"""The forms generated from described settings: a method's hyperparameters
+(``MethodConfig.describe()``, the Model widget) and the training settings
+(``TrainConfig.describe()``, the Train widget).
 
-Kinds map to editors: int -> spin box, float -> double spin box, bool -> check
-box, choice -> combo box, subset -> a row of check boxes, ints and optional
-values -> a line edit. Help text and the valid range are the tooltips; the
+Kinds map to editors: int -> spin box, float -> a line edit shown as ``%g``,
+bool -> check box, choice -> combo box, subset -> a row of check boxes, ints
+and optional values -> a line edit. Help text and the valid range are the tooltips; the
 service validates the values with the same dataclass the CLI uses.
 """
 
@@ -16,10 +18,13 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QSpinBox,
+    QVBoxLayout,
     QWidget,
 )
+from superqt import QCollapsible
 
 from ..core.knobs import label
 
@@ -141,27 +146,71 @@ def changed_signal(widget: QWidget):
 
 
 class KnobForm(QWidget):
-    """Editors for every hyperparameter of one method; ``changed`` on any edit."""
+    """The one form generator: an editor per described setting (a method's
+    hyperparameters, ``TrainConfig.describe()``), ``advanced`` ones folded
+    away; ``changed`` on every edit the user makes.
+
+    A field the user edits is explicit (``edited``); with ``mark_edits`` its
+    label turns bold and :meth:`show_values` (another model's recipe) leaves
+    it as it is. :meth:`explicit` is what the command line's flags would carry.
+    """
 
     changed = Signal()
 
-    def __init__(self, description: dict[str, Any], parent=None) -> None:
-        super().__init__(parent)
-        self.method = description["method"]
+    def __init__(self, specs: list[dict[str, Any]], mark_edits: bool = False) -> None:
+        super().__init__()
         self.editors: dict[str, QWidget] = {}
-        layout = QFormLayout(self)
+        self.labels: dict[str, QLabel] = {}
+        self.edited: set[str] = set()
+        self._loading, self._mark = False, mark_edits
+        basic, advanced = QFormLayout(), QFormLayout()
+        layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        for spec in description["hyperparameters"]:
-            widget = editor(spec)
-            changed_signal(widget).connect(self.changed)
-            self.editors[spec["name"]] = widget
-            layout.addRow(label(spec["name"]), widget)
+        layout.addLayout(basic)
+        if any(spec["advanced"] for spec in specs):
+            fold, inner = QCollapsible("advanced settings"), QWidget()
+            inner.setLayout(advanced)
+            fold.addWidget(inner)
+            layout.addWidget(fold)
+        for spec in specs:
+            name, widget = spec["name"], editor(spec)
+            self.editors[name] = widget
+            self.labels[name] = QLabel(label(name), toolTip=widget.toolTip())
+            (advanced if spec["advanced"] else basic).addRow(self.labels[name], widget)
+            changed_signal(widget).connect(lambda *_, n=name: self._edited(n))
+
+    def _edited(self, name: str) -> None:
+        if self._loading:
+            return
+        self.edited.add(name)
+        if self._mark:
+            font = self.labels[name].font()
+            font.setBold(True)
+            self.labels[name].setFont(font)
+        self.changed.emit()
 
     def values(self) -> dict[str, Any]:
-        """The method config as ``MethodConfig.to_dict`` would give it."""
-        return {"method": self.method} | {n: value(w) for n, w in self.editors.items()}
+        """Every field's value (a method config as ``to_dict`` gives it, less
+        ``method``)."""
+        return {name: value(widget) for name, widget in self.editors.items()}
 
-    def set_values(self, values: dict[str, Any]) -> None:
-        for name, new in values.items():
-            if name in self.editors:
-                set_value(self.editors[name], new)
+    def explicit(self) -> dict[str, Any]:
+        """The fields the user set (the rest comes from the model's recipe)."""
+        return {name: value(self.editors[name]) for name in sorted(self.edited)}
+
+    def show_values(self, values: dict[str, Any]) -> None:
+        """Display ``values`` in every field the user has not edited."""
+        self._loading = True
+        try:
+            for name, widget in self.editors.items():
+                if name not in self.edited and name in values:
+                    set_value(widget, values[name])
+        finally:
+            self._loading = False
+
+    def reset(self) -> None:
+        """Forget the user's edits (the caller shows the recipe again)."""
+        for name in self.edited:
+            self.labels[name].setFont(QLabel().font())
+        self.edited.clear()
+        self.changed.emit()

@@ -15,10 +15,12 @@ from qtpy.QtWidgets import (
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
+    QWidget,
 )
 
 from ..core.catalog import PRIMARY
 from ..core.display import number, value_text
+from ..core.options import SLURM, Option
 
 
 def parse_values(text: str) -> list:
@@ -61,36 +63,52 @@ def spec_name(tag: str, spec: dict[str, Any]) -> str:
     return f"gui-{tag}-{digest[:6]}"
 
 
+def _slurm_editor(option: Option) -> QWidget:
+    """A line edit or a spin box for one SLURM row; an int row without a
+    default starts at "auto" (one below its smallest value: the partition's
+    nodes decide, ``executors.slurm_request``)."""
+    if option.kind == "int":
+        auto = option.default is None
+        low = (option.low or 0) - auto
+        widget = QSpinBox(minimum=low, maximum=100_000)
+        widget.setValue(low if auto else option.default)
+        if auto:
+            widget.setSpecialValueText("auto")
+    else:
+        widget = QLineEdit()
+        several = "; several separated by ;" if option.kind == "append" else ""
+        widget.setPlaceholderText(option.help + several)
+    widget.setToolTip(f"{option.help} ({option.flag} on the command line)")
+    return widget
+
+
 class SlurmOptions(QGroupBox):
-    """Partition, time, GPUs, memory and setup lines of a SLURM sweep."""
+    """One editor per SLURM row of ``core.options``: what the CLI's slurm flags
+    set, the same keys for the same submission."""
 
     def __init__(self) -> None:
         super().__init__("SLURM")
-        self.partition, self.setup = QLineEdit(), QLineEdit()
-        self.partition.setPlaceholderText("default partition")
-        self.setup.setPlaceholderText("e.g. module load cuda; source venv/bin/activate")
-        self.time_min = QSpinBox(minimum=1, maximum=10_000, value=240)
-        # -1 / 0 show "auto": what the partition's nodes offer (executors.slurm_request)
-        self.gpus = QSpinBox(minimum=-1, maximum=8, value=-1)
-        self.gpus.setSpecialValueText("auto")
-        self.mem = QSpinBox(minimum=0, maximum=2048, value=0)
-        self.mem.setSpecialValueText("auto")
+        self.editors: dict[str, QWidget] = {}
         form = QFormLayout(self)
-        form.addRow("partition", self.partition)
-        form.addRow("time limit (min)", self.time_min)
-        form.addRow("GPUs per job", self.gpus)
-        form.addRow("memory (GB)", self.mem)
-        form.addRow("setup", self.setup)
+        for option in SLURM:
+            self.editors[option.field] = _slurm_editor(option)
+            form.addRow(option.label, self.editors[option.field])
         self.setVisible(False)
 
     def options(self) -> dict[str, Any]:
-        return {
-            "partition": self.partition.text().strip() or None,
-            "time": self.time_min.value(),
-            "gpus": None if self.gpus.value() < 0 else self.gpus.value(),
-            "mem": self.mem.value() or None,
-            "setup": [s.strip() for s in self.setup.text().split(";") if s.strip()],
-        }
+        out: dict[str, Any] = {}
+        for option in SLURM:
+            widget = self.editors[option.field]
+            if option.kind == "int":
+                auto = option.default is None and widget.value() < (option.low or 0)
+                out[option.field] = None if auto else widget.value()
+            elif option.kind == "append":
+                out[option.field] = [
+                    s.strip() for s in widget.text().split(";") if s.strip()
+                ]
+            else:
+                out[option.field] = widget.text().strip() or None
+        return out
 
 
 class TrialTable(QTableWidget):
@@ -121,6 +139,10 @@ class TrialTable(QTableWidget):
         state = self._state(trial, "running")
         if event.kind == "step":
             state["state"] = f"step {event.step}/{event.total}"
+        elif event.kind == "progress" and event.done == 0:
+            # before the first step: the memory check says what it turned on
+            state["state"] = f"starting training ({event.total} steps)"
+            state["note"] = event.message
         elif event.kind == "progress":
             state["state"] = f"evaluating {event.done}/{event.total}"
         self.render()
@@ -132,7 +154,7 @@ class TrialTable(QTableWidget):
                 continue
             state = self._state(row["trial"])
             state["values"] = point_text(row["params"], spec.get("grid", {}))
-            live = state["state"].startswith(("step", "eval"))
+            live = state["state"].startswith(("step", "eval", "starting"))
             if row["status"] != "running" or not live:
                 state["state"] = {"fail": "failed", "complete": "done"}.get(
                     row["status"], row["status"]
@@ -150,7 +172,9 @@ class TrialTable(QTableWidget):
         for i, (trial, state) in enumerate(sorted(self.trials.items())):
             texts = (str(trial), state["values"], state["state"], state["result"])
             for j, text in enumerate(texts):
-                self.setItem(i, j, QTableWidgetItem(text))
+                item = QTableWidgetItem(text)
+                item.setToolTip(state.get("note", "") if j == 2 else "")
+                self.setItem(i, j, item)
 
 
 def point_text(params: dict[str, Any], grid: dict[str, list]) -> str:

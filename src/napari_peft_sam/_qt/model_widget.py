@@ -27,6 +27,7 @@ from ..core import budget, requests
 from ..core.errors import UserError
 from ._form import KnobForm
 from ._session import session_for
+from ._wording import gui_sentence
 
 CUSTOM = "custom checkpoint…"
 FRESH_S = 60.0  # a memory check this recent may refuse a run before it starts
@@ -61,7 +62,8 @@ def memory_line(report: dict[str, Any] | None) -> str:
         text += f" of {free / 1024:.1f} GB free ({where})"
     if report["refusal"]:
         return (
-            f"{text}<br><font color='#e06060'>Does not fit: {report['refusal']}</font>"
+            f"{text}<br><font color='#e06060'>Does not fit: "
+            f"{gui_sentence(report['refusal'])}</font>"
         )
     if report["message"]:
         text += f" — memory saving '{report['level']}' will be turned on"
@@ -266,7 +268,7 @@ class ModelWidget(QWidget):
             self.form.deleteLater()
         description = self.descriptions[name]
         self.summary.setText(f"<b>{description['title']}</b>: {description['summary']}")
-        self.form = KnobForm(description)
+        self.form = KnobForm(description["hyperparameters"])
         self.form.changed.connect(self.refresh)
         self.form_layout.addWidget(self.form)
         self.refresh()
@@ -287,7 +289,7 @@ class ModelWidget(QWidget):
     def method_config(self) -> dict[str, Any]:
         if self.form is None:
             raise UserError("The method list is still loading; try again in a moment.")
-        return self.form.values()
+        return {"method": self.method.currentText()} | self.form.values()
 
     # -- live counts -------------------------------------------------------------------
 

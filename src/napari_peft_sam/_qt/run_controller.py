@@ -112,6 +112,40 @@ class RunController(QObject):
         self.changed.emit()
 
 
+class RunOwner:
+    """A dock that starts jobs (Train, Sweep): its last job's controller in
+    ``run``, and what the dock and tests ask of that job.
+
+    :meth:`start_job` starts a request through the viewer's job manager and
+    follows it with the dock's ``_on_event``, ``_on_done`` and ``_on_failed``.
+    """
+
+    run: RunController | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.run is not None and self.run.running
+
+    @property
+    def process(self) -> ServiceClient | None:
+        return None if self.run is None else self.run.process
+
+    @property
+    def job(self):
+        return None if self.run is None else self.run.job
+
+    def start_job(self, title: str, request) -> RunController | None:
+        """The started job's controller; None when another training-type job
+        runs (the manager has said so)."""
+        run = self.session.jobs.start(title, request)
+        if run is not None:
+            self.run = run
+            run.event.connect(self._on_event)
+            run.done.connect(self._on_done)
+            run.failed.connect(self._on_failed)
+        return run
+
+
 class JobManager(QObject):
     """The jobs of one viewer; at most one training-type job runs at a time."""
 

@@ -33,19 +33,20 @@ from ._sweep_parts import (
     spec_name,
     values_text,
 )
+from ._wording import gui_sentence
 from .data_widget import sweep_data
+from .run_controller import RunOwner
 
 CUSTOM = "custom (from Data and Model)"
 
 
-class SweepWidget(QWidget):
+class SweepWidget(RunOwner, QWidget):
     """Builds a sweep spec, shows its size and cost, runs it and follows each trial."""
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
-        self.run = None  # the RunController of the last sweep
         self.spec: dict[str, Any] | None = None
 
         self.preset = QComboBox()
@@ -290,23 +291,11 @@ class SweepWidget(QWidget):
 
     # -- running ---------------------------------------------------------------------------
 
-    @property
-    def running(self) -> bool:
-        return self.run is not None and self.run.running
-
-    @property
-    def process(self):
-        return None if self.run is None else self.run.process
-
-    @property
-    def job(self):
-        return None if self.run is None else self.run.job
-
     def start(self) -> None:
         try:
             self.spec = self.build_spec()
         except UserError as error:
-            notify_failure(str(error), True)
+            notify_failure(gui_sentence(str(error)), True)
             return
         self._launch()
 
@@ -328,14 +317,9 @@ class SweepWidget(QWidget):
             workers=self.workers.value(),
             options=self.slurm.options(),
         )
-        run = self.session.jobs.start(f"Sweep {self.spec['name']}", request)
-        if run is None:  # another training-type job runs: the manager said so
-            return
-        self.run = run
+        if self.start_job(f"Sweep {self.spec['name']}", request) is None:
+            return  # another training-type job runs: the manager said so
         self.progress.reset()
-        run.event.connect(self._on_event)
-        run.done.connect(self._on_done)
-        run.failed.connect(self._on_failed)
         self.start_button.setEnabled(False)
         self.resume_button.setEnabled(False)
         self.stop_button.setEnabled(True)
@@ -358,11 +342,13 @@ class SweepWidget(QWidget):
             jobs = [f"{j} {states[j]}" if j in states else j for j in payload["jobs"]]
             self.status.setText(f"jobs: {', '.join(jobs)}")
             return
-        event = payload["event"]
+        event, trial = payload["event"], payload["trial"]
         if event.kind == "step":
-            run = f"{self.spec['name']}:{payload['trial']}"
+            run = f"{self.spec['name']}:{trial}"
             self.session.measured(self._model_name(), run, event.it_per_s)
-        self.progress.follow(payload["trial"], event)
+        elif event.kind == "progress" and event.done == 0 and event.message:
+            self.status.setText(f"Trial {trial}: {event.message}")
+        self.progress.follow(trial, event)
 
     def _poll_store(self) -> None:
         if self.spec is not None:
@@ -394,5 +380,6 @@ class SweepWidget(QWidget):
 
     def _on_failed(self, message: str, user_error: bool) -> None:
         self._finish()
+        message = gui_sentence(message) if user_error else message
         self.status.setText(f"Sweep failed: {message.splitlines()[0]}")
         notify_failure(message, user_error)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from qtpy.QtWidgets import (
-    QFormLayout,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -21,91 +20,31 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from superqt import QCollapsible
 
-from ..core import knobs, requests
+from ..core import requests
 from ..core.display import duration
 from ..core.errors import UserError
-from ._form import changed_signal, editor, set_value, value
+from ._form import KnobForm
 from ._plots import CurvePlot
 from ._session import notify_failure, session_for
+from ._wording import gui_sentence
 from .data_widget import data_spec, source_request
 from .model_widget import memory_check_for, memory_line
+from .run_controller import RunOwner
 
 
-class SettingsForm(QWidget):
-    """Every training setting, generated from ``TrainConfig.describe()``.
-
-    Shows the chosen model's recipe; a field the user edits becomes an
-    explicit setting (bold label) that a model change keeps. ``explicit()``
-    is exactly what the command line's flags would carry.
-    """
-
-    def __init__(self, described: list[dict[str, Any]], on_change) -> None:
-        super().__init__()
-        self.editors: dict[str, QWidget] = {}
-        self.labels: dict[str, QLabel] = {}
-        self.edited: set[str] = set()
-        self._loading = False
-        self._on_change = on_change
-        basic = QFormLayout()
-        advanced = QCollapsible("advanced settings")
-        inner = QWidget()
-        advanced_form = QFormLayout(inner)
-        advanced.addWidget(inner)
-        for spec in described:
-            widget = editor(spec)
-            label = QLabel(knobs.label(spec["name"]))
-            label.setToolTip(widget.toolTip())
-            self.editors[spec["name"]], self.labels[spec["name"]] = widget, label
-            (advanced_form if spec["advanced"] else basic).addRow(label, widget)
-            changed_signal(widget).connect(lambda *_, n=spec["name"]: self._edited(n))
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(basic)
-        layout.addWidget(advanced)
-
-    def _edited(self, name: str) -> None:
-        if self._loading:
-            return
-        self.edited.add(name)
-        font = self.labels[name].font()
-        font.setBold(True)
-        self.labels[name].setFont(font)
-        self._on_change()
-
-    def show_values(self, values: dict[str, Any]) -> None:
-        """Display ``values`` (the resolved settings) in every field not edited."""
-        self._loading = True
-        try:
-            for name, widget in self.editors.items():
-                if name not in self.edited and name in values:
-                    set_value(widget, values[name])
-        finally:
-            self._loading = False
-
-    def explicit(self) -> dict[str, Any]:
-        """The settings the user set (the rest comes from the model's recipe)."""
-        return {name: value(self.editors[name]) for name in sorted(self.edited)}
-
-    def reset(self) -> None:
-        for name in list(self.edited):
-            self.labels[name].setFont(QLabel().font())
-        self.edited.clear()
-        self._on_change()
-
-
-class TrainWidget(QWidget):
+class TrainWidget(RunOwner, QWidget):
     """Starts, follows and stops a fine-tuning run; finished runs are evaluated."""
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
-        self.run = None  # the RunController of this widget's last run
         self.run_dir: str | None = None
         self.last_result: dict[str, Any] | None = None
-        self.form: SettingsForm | None = None
+        # every training setting, from TrainConfig.describe(): the chosen model's
+        # recipe; a field the user edits (bold) overrides it, also after a model change
+        self.form: KnobForm | None = None
 
         self.recipe = QLabel("Waiting for the model service…")
         self.recipe.setWordWrap(True)
@@ -162,9 +101,11 @@ class TrainWidget(QWidget):
     def _populate(self, catalog: dict) -> None:
         if self.form is not None:
             return
-        self.form = SettingsForm(catalog["train_settings"], self._publish)
+        self.form = KnobForm(catalog["train_settings"], mark_edits=True)
+        self.form.changed.connect(self._publish)
         self.form_box.addWidget(self.form)
         self.reset_button.clicked.connect(self.form.reset)
+        self.reset_button.clicked.connect(lambda *_: self._show_recipe())
         self.session.choices.events.model.connect(lambda *_: self._show_recipe())
         self._show_recipe()
 
@@ -211,37 +152,26 @@ class TrainWidget(QWidget):
 
     # -- running ---------------------------------------------------------------------
 
-    @property
-    def running(self) -> bool:
-        return self.run is not None and self.run.running
-
-    @property
-    def process(self):
-        return None if self.run is None else self.run.process
-
-    @property
-    def job(self):
-        return None if self.run is None else self.run.job
-
     def start(self) -> None:
         if self.running:
             return
         try:
             request = self.run_request()
         except UserError as error:
-            notify_failure(str(error), True)
+            notify_failure(gui_sentence(str(error)), True)
             return
         refusal = self.memory.refusal(request.config)
         if refusal is not None:  # the run's own preflight would refuse it too
+            refusal = gui_sentence(refusal)
             self.status.setText(f"Not started: {refusal}")
             notify_failure(refusal, True)
             self.memory.refresh()  # memory may have been freed since
             return
-        run = self.session.jobs.start(f"Train {Path(request.run_dir).name}", request)
+        run = self.start_job(f"Train {Path(request.run_dir).name}", request)
         if run is None:  # another training-type job runs: the manager said so
             self.status.setText("Not started: another training is running.")
             return
-        self.run, self.run_dir = run, request.run_dir
+        self.run_dir = request.run_dir
         self.model_name = request.config["model"]["name"]
         self.last_result = None
         self.loss_plot.clear()
@@ -250,9 +180,6 @@ class TrainWidget(QWidget):
         self.progress.setValue(0)
         self.status.setText("Starting the training process…")
         self._started = time.monotonic()
-        run.event.connect(self._on_event)
-        run.done.connect(self._on_done)
-        run.failed.connect(self._on_failed)
         self.train_button.setEnabled(False)
         self.stop_button.setEnabled(True)
 
@@ -324,5 +251,6 @@ class TrainWidget(QWidget):
 
     def _on_failed(self, message: str, user_error: bool) -> None:
         self._finish()
+        message = gui_sentence(message) if user_error else message
         self.status.setText(f"Failed: {message.splitlines()[0]}")
         notify_failure(message, user_error)

@@ -1,9 +1,9 @@
 """The one table of data, model and SLURM options (torch-free).
 
 The CLI's flags (``commands/common.py``, ``sweep``'s slurm group), the
-``napari-peft-sam train`` call a run card records (``RunConfig.command``) and
-the SLURM submission (``core.executors``) are generated from these rows, so a
-new option is one row here. Data rows are ``DataSpec`` fields, model rows
+``napari-peft-sam train`` call a run card records (``RunConfig.command``),
+the SLURM submission (``core.executors``) and the Sweep widget's SLURM
+options are generated from these rows, so a new option is one row here. Data rows are ``DataSpec`` fields, model rows
 ``ModelSpec`` fields; SLURM rows are keys of a sweep's executor options.
 """
 
@@ -24,6 +24,13 @@ class Option:
     name: str | None = None  # the flag's name when it differs from the field's
     default: Any = None  # the CLI's default (None: unset, the spec's default applies)
     submitit: str | None = None  # SLURM rows: submitit's parameter
+    title: str | None = None  # the GUI's label when it differs from the field's
+    low: int | None = None  # int rows: the smallest value a GUI editor offers
+
+    @property
+    def label(self) -> str:
+        """How the GUI labels the option (``array_parallelism`` -> its title)."""
+        return self.title or self.field.replace("_", " ")
 
     @property
     def dest(self) -> str:
@@ -98,16 +105,33 @@ SLURM = (
         "per job (default: 1 where the partition has GPUs)",
         "int",
         submitit="gpus_per_node",
+        title="GPUs per job",
+        low=0,
     ),
-    Option("time", "minutes per job", "int", default=240, submitit="timeout_min"),
     Option(
-        "mem", "GB per job (default: 32, or what a node has)", "int", submitit="mem_gb"
+        "time",
+        "minutes per job",
+        "int",
+        default=240,
+        submitit="timeout_min",
+        title="time limit (min)",
+        low=1,
+    ),
+    Option(
+        "mem",
+        "GB per job (default: 32, or what a node has)",
+        "int",
+        submitit="mem_gb",
+        title="memory (GB)",
+        low=1,
     ),
     Option(
         "cpus",
         "per job (default: 8, or what a node has)",
         "int",
         submitit="cpus_per_task",
+        title="CPUs per job",
+        low=1,
     ),
     Option("setup", "shell line run before the job", "append", submitit="slurm_setup"),
     Option(
@@ -116,6 +140,8 @@ SLURM = (
         "int",
         default=4,
         submitit="slurm_array_parallelism",
+        title="jobs at once",
+        low=1,
     ),
 )
 
