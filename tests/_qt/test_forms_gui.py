@@ -200,3 +200,40 @@ def test_a_trials_first_event_says_it_is_starting(docked, qtbot):
     assert sweep.progress.item(row.index("99"), 2).text() == "step 1/2"
     sweep.run.event.emit({"trial": 99, "event": ProgressEvent(1, 3)})
     assert sweep.progress.item(row.index("99"), 2).text() == "evaluating 1/3"
+
+
+def test_core_refusals_in_the_docks_words():
+    """core's SLURM refusals (raised here) and the flag phrases of its other
+    refusals reach the docks without a CLI flag, naming the field as the dock
+    labels it; the CLI keeps them as they are."""
+    from napari_peft_sam._qt._wording import gui_sentence
+    from napari_peft_sam._qt.model_widget import CUSTOM as CUSTOM_MODEL
+    from napari_peft_sam._qt.sweep_widget import CUSTOM as CUSTOM_SWEEP
+    from napari_peft_sam.core import executors, options
+    from napari_peft_sam.core.errors import UserError
+    from napari_peft_sam.core.knobs import set_hint
+
+    nodes = executors.Nodes("cpu", cpus=16, mem_gb=62, gpus=0)
+    labels = {o.field: o.label for o in options.SLURM}
+    for field, too_much in (("gpus", 2), ("cpus", 64), ("mem", 512)):
+        with pytest.raises(UserError) as refused:
+            executors.slurm_request({field: too_much}, nodes)
+        cli = str(refused.value)
+        assert f"--{field}" in cli
+        gui = gui_sentence(cli)
+        assert "--" not in gui and f"set {labels[field]} to " in gui, gui
+    assert gui_sentence(set_hint("n_objects", 4)) == "set n objects to 4"
+    assert f"'{CUSTOM_MODEL}'" in gui_sentence("needs weights: pass --checkpoint FILE.")
+    reused = gui_sentence(
+        "pick a new name with `sweep --name NEW` or another --storage"
+    )
+    assert f"'{CUSTOM_SWEEP}'" in reused
+    for cli in (
+        "use --device cpu.",
+        "split it into smaller sweeps or use --search N.",
+        "change the validation fraction (--val-fraction) or the split seed "
+        "(--split-seed), or label objects",
+        "SLURM has no partition 'x'; --partition takes one of a, b.",
+        "run the sweep on a login node of the cluster, or use --executor local.",
+    ):
+        assert "--" not in gui_sentence(cli), gui_sentence(cli)
