@@ -11,6 +11,7 @@ import numpy as np
 import optuna
 
 from napari_peft_sam.core import catalog, results
+from napari_peft_sam.core.events import run_to_end
 from napari_peft_sam.core.heatmap import heatmap_data
 from napari_peft_sam.core.knobs import Knob, spelled
 from napari_peft_sam.core.records import RunRecord
@@ -149,3 +150,58 @@ def test_a_sweep_over_layers_is_named_after_them(tmp_path):
     card = json.loads((Path(row["run_dir"]) / CARD).read_text())
     assert card["data"]["source"] == name
     assert str(folder) not in results.markdown([row])
+
+
+def _layer_run(run_dir, storage, rank: int) -> dict:
+    """A GUI Train run on three organoid images as napari layers (tiny model)."""
+    from napari_peft_sam.core import service_runs
+    from napari_peft_sam.core.sources import sample_dataset
+
+    samples = list(sample_dataset("organoids"))[:3]
+    source = {
+        "kind": "arrays",
+        "images": [np.stack([s.image[..., 0] for s in samples])],
+        "labels": [np.stack([s.labels for s in samples])],
+        "names": ["organoid layers"],
+        "stack": True,
+        "source": "napari layers organoid layers",
+    }
+    config = {
+        "data": {"val_fraction": 0.34, "stack": True},
+        "model": {"name": "tiny"},
+        "method": {"method": "lora", "rank": rank},
+        "train": {"iterations": 2, "n_objects": 2, "n_sub_iterations": 1},
+    }
+    return run_to_end(service_runs.train(config, str(run_dir), source, storage, "gui"))
+
+
+def test_the_base_model_is_evaluated_once_for_two_runs_on_one_test_set(tmp_path):
+    """Before -> after: two runs on the same layers share one base evaluation;
+    a restart (a fresh process's memo) reads it from home/baselines."""
+    from napari_peft_sam.core import baseline
+    from napari_peft_sam.core.evaluation import evaluate_model
+
+    storage = str(tmp_path / "results.journal")
+    for rank in (2, 4):
+        _layer_run(tmp_path / f"rank{rank}", storage, rank)
+    table = results.rows(storage)
+    assert len(table) == 2 and all(baseline.tuned(r) for r in table)
+    calls = []
+
+    def counting(test_set, metrics, **kwargs):
+        calls.append((len(test_set), list(metrics), kwargs["model"]))
+        return (yield from evaluate_model(test_set, metrics, **kwargs))
+
+    home = tmp_path / "home"
+    before = run_to_end(baseline.before_scores(table, home, evaluate=counting))
+    prompt_metrics = [m for m in table[0]["metrics"] if m != catalog.AIS.name]
+    assert calls == [(table[0]["evaluated_on"]["images"], prompt_metrics, "tiny")]
+    assert set(before) == {r["run_dir"] for r in table}
+    first, second = before.values()
+    assert first == second and set(first) == set(prompt_metrics)
+    assert isinstance(first[BOX], float)
+    # a restart: the per-process memo is gone, the cached file answers
+    baseline._KEYS.clear()
+    again = run_to_end(baseline.before_scores(table, home, evaluate=counting))
+    assert again == before and len(calls) == 1
+    assert len(list((home / baseline.FOLDER).glob("*.json"))) == 1
