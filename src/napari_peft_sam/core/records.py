@@ -5,6 +5,7 @@ Torch-free: the store, the tables, the sweep queue and the GUI all read it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ def spelled_values(method: str | None, values: dict[str, Any]) -> dict[str, Any]
     return {k: spelled(v, knobs.get(k)) for k, v in values.items()}
 
 
+@functools.lru_cache(maxsize=64)
 def _knobs(method: str | None) -> dict:
     from .config import TrainConfig
     from .errors import ConfigError
