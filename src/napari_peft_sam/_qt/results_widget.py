@@ -206,7 +206,7 @@ class ResultsWidget(QWidget):
         self.table.setSortingEnabled(True)
         self.table.resizeColumnsToContents()
         what = f"{len(rows)} points ({len(runs)} runs)" if grouped else f"{len(rows)}"
-        shown = any(r.get("run_dir") in self.before for r in rows)
+        shown = any(self.before.get(r.get("run_dir") or "") for r in rows)
         self.status.setText(
             f"{what} of {len(self.rows)} runs · store {self.session.storage} · "
             + (f"metrics: base model {cells.ARROW} run · " if shown else "")
