@@ -205,3 +205,12 @@ def test_the_base_model_is_evaluated_once_for_two_runs_on_one_test_set(tmp_path)
     again = run_to_end(baseline.before_scores(table, home, evaluate=counting))
     assert again == before and len(calls) == 1
     assert len(list((home / baseline.FOLDER).glob("*.json"))) == 1
+
+
+def test_two_gui_runs_with_the_same_settings_are_two_rows(tmp_path):
+    """A single run's row is never hidden behind an earlier one of the same
+    grid values (only a sweep's retries of one point collapse)."""
+    storage = str(tmp_path / "results.journal")
+    for score in (0.5, 0.6):
+        add_record(storage, "gui", _sweep_record(2, score).attrs())
+    assert sorted(r["metrics"][BOX] for r in results.rows(storage)) == [0.5, 0.6]
