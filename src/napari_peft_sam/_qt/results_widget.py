@@ -1,5 +1,9 @@
 """Results: every run in the store, sortable and filterable, with exports and a heatmap.
 
+A tuned run's metrics read ``before → after``: its base model scored on the
+run's own held-out images (``core.baseline``, evaluated once per base model
+and test set and cached under the home folder), then the run.
+
 With repeated seeds the table shows one row per point (mean ± 95 % interval,
 n, the best in bold, ≈ where the paired test cannot tell it from the best);
 the heatmap is ``core.heatmap``'s: this widget only renders what core computed.
@@ -20,7 +24,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QPushButton,
     QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -30,43 +33,13 @@ from ..core.errors import UserError
 from ..core.heatmap import heatmap_data
 from ..core.results import is_seeded, point_rows
 from ..core.stats import INTERVAL, TEST
+from . import _results_cells as cells
 from ._plots import Heatmap
 from ._session import session_for
 from .effort_plot import EffortPlot
 
 ALL = "all"
 NOT_AXES = ("dataset", "model", "seed")  # never a heatmap axis
-
-
-class _Item(QTableWidgetItem):
-    """Sorts numbers as numbers (and empty cells last)."""
-
-    def __init__(self, text: str, key: Any) -> None:
-        super().__init__(text)
-        self.key = key
-        self.setFlags(self.flags() & ~Qt.ItemIsEditable)
-
-    def __lt__(self, other) -> bool:
-        a, b = self.key, getattr(other, "key", None)
-        if a is None or b is None:
-            return b is None and a is not None
-        if isinstance(a, int | float) and isinstance(b, int | float):
-            return a < b
-        return str(a) < str(b)
-
-
-def _fmt(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return (
-            f"{value:.4g}"
-            if abs(value) < 0.01 or abs(value) >= 1000
-            else f"{value:.3f}"
-        )
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    return str(value)
 
 
 class ResultsWidget(QWidget):
@@ -79,6 +52,7 @@ class ResultsWidget(QWidget):
         self.rows: list[dict[str, Any]] = []
         self.visible_rows: list[dict[str, Any]] = []  # the filtered runs
         self.shown_rows: list[dict[str, Any]] = []  # the table's rows
+        self.before: dict[str, dict[str, float | None]] = {}  # run_dir -> base scores
 
         self.filters = {k: QComboBox() for k in ("study", "dataset", "method", "model")}
         self.table = QTableWidget()
@@ -160,6 +134,15 @@ class ResultsWidget(QWidget):
 
     def _set_rows(self, rows: list[dict[str, Any]]) -> None:
         self.rows = rows
+        missing = [
+            r for r in rows if r.get("run_dir") and r["run_dir"] not in self.before
+        ]
+        if missing:  # the base models' scores follow (once per base model and data)
+            asked = {r["run_dir"]: {} for r in missing}  # none: asked once, not again
+            self.session.call(
+                requests.BeforeScores(missing, str(self.session.home)),
+                on_done=lambda scores: self._set_before(asked | scores),
+            )
         for name, combo in self.filters.items():
             current = combo.currentText()
             values = sorted({str(r.get(name)) for r in rows if r.get(name) is not None})
@@ -176,6 +159,10 @@ class ResultsWidget(QWidget):
             combo.addItems(params)
             combo.setCurrentText(current if current in params else default)
             combo.blockSignals(False)
+        self.render()
+
+    def _set_before(self, scores: dict[str, dict[str, float | None]]) -> None:
+        self.before |= scores
         self.render()
 
     def filtered(self) -> list[dict[str, Any]]:
@@ -196,26 +183,34 @@ class ResultsWidget(QWidget):
         )
         head = ["study", "status", "dataset", "model", "method"]
         columns = head + list(catalog.NAMES) + params
-        columns += ["n"] * grouped + ["trainable", "time (s)"]
+        columns += ["n"] * grouped + [cells.TRAINABLE, cells.TIME]
         self.table.setSortingEnabled(False)
         self.table.clear()
         self.table.setColumnCount(len(columns))
         self.table.setHorizontalHeaderLabels(columns)
         self.table.setRowCount(len(rows))
+        kinds = head + ["metric"] * len(catalog.NAMES) + params
+        kinds += ["n"] * grouped + [cells.TRAINABLE, cells.TIME]
         for i, row in enumerate(rows):
+            before = self.before.get(row.get("run_dir") or "", {})
             values = [row.get(k) for k in head]
             values += [_metric_cell(row, m) for m in catalog.NAMES]
             values += [row["params"].get(p) for p in params]
             values += [row.get("n")] * grouped
             values += [row.get("trainable_parameters"), row.get("train_time_s")]
+            befores = [None] * len(head) + [before.get(m) for m in catalog.NAMES]
             for j, value in enumerate(values):
-                self.table.setItem(i, j, _item(value, i, row.get("error")))
+                old = befores[j] if j < len(befores) else None
+                item = cells.item(value, i, row.get("error"), kinds[j], old)
+                self.table.setItem(i, j, item)
         self.table.setSortingEnabled(True)
         self.table.resizeColumnsToContents()
         what = f"{len(rows)} points ({len(runs)} runs)" if grouped else f"{len(rows)}"
+        shown = any(self.before.get(r.get("run_dir") or "") for r in rows)
         self.status.setText(
             f"{what} of {len(self.rows)} runs · store {self.session.storage} · "
-            "double-click a row to try its model"
+            + (f"metrics: base model {cells.ARROW} run · " if shown else "")
+            + "double-click a row to try its model"
         )
         self.draw_heatmap()
 
@@ -290,26 +285,3 @@ def _metric_cell(row: dict[str, Any], metric: str):
     if "summaries" in row:
         return (row["summaries"].get(metric), row["marks"].get(metric))
     return row["metrics"].get(metric)
-
-
-def _item(value, index: int, error: str | None) -> _Item:
-    bold = False
-    if isinstance(value, tuple):  # a point's metric: mean ± half-width
-        summary, mark = value
-        text, key = "", None
-        if summary is not None:
-            text, key = f"{summary.mean:.3f}", summary.mean
-            text += f" ± {summary.half:.3f}" if summary.half is not None else ""
-            text += " ≈" if mark == "tie" else ""
-        bold = mark == "best"
-    else:
-        text, key = _fmt(value), value if not isinstance(value, list) else str(value)
-    item = _Item(text, key)
-    item.setData(Qt.UserRole, index)
-    if bold:
-        font = item.font()
-        font.setBold(True)
-        item.setFont(font)
-    if error:
-        item.setToolTip(error)
-    return item

@@ -110,6 +110,37 @@ def _split(value: Any) -> list[Any]:
     return [value]
 
 
+def spelled(value: Any, knob: Knob | None = None) -> Any:
+    """The one spelling of a setting's value wherever a row is stored, grouped or
+    shown: a selection as text joined by '+' (``('q', 'v')``, ``['q', 'v']`` and
+    ``'v+q'`` all become ``'q+v'``), anything else as it is.
+
+    With ``knob`` a ``subset`` is ordered as its choices, ``ints`` ascending, and
+    text such as the sweep grid's ``'q+v'`` is read as the selection it names.
+    The result is hashable, so it can key a table's group or a heatmap's cell.
+    """
+    selection = knob is not None and knob.kind in ("subset", "ints")
+    if selection and isinstance(value, str) and value.lower() not in _NONE_WORDS:
+        value = _split(value)
+    if not isinstance(value, (list, tuple)):
+        return value
+    items = list(dict.fromkeys(str(v) for v in value))
+    if knob is not None and knob.kind == "subset":
+        rank = {c: i for i, c in enumerate(knob.choices)}
+        items.sort(key=lambda v: (rank.get(v, len(rank)), v))
+    elif knob is not None and knob.kind == "ints":
+        items.sort(key=lambda v: (0, float(v)) if _is_number(v) else (1, v))
+    return "+".join(items)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _number(value: Any, integer: bool) -> float | int:
     if isinstance(value, bool):
         raise ValueError("bool is not a number")

@@ -5,8 +5,33 @@ Torch-free: the store, the tables, the sweep queue and the GUI all read it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+
+def spelled_values(method: str | None, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` in their one spelling (``core.knobs.spelled``): a Train run's
+    ``['q', 'v']`` and a sweep's ``'q+v'`` both read ``'q+v'``, so that the two
+    runs share a table group and a heatmap cell."""
+    from .knobs import spelled
+
+    knobs = _knobs(method)
+    return {k: spelled(v, knobs.get(k)) for k, v in values.items()}
+
+
+@functools.lru_cache(maxsize=64)
+def _knobs(method: str | None) -> dict:
+    from .config import TrainConfig
+    from .errors import ConfigError
+    from .methods import get_method
+
+    out = {name: knob for name, (knob, _) in TrainConfig.knobs().items()}
+    try:
+        spec = get_method(str(method))
+    except ConfigError:  # a base-model row ("none") or a method since removed
+        return out
+    return out | {name: knob for name, (knob, _) in spec.config_cls.knobs().items()}
 
 
 def point_key(point: dict[str, Any]) -> str:
@@ -44,7 +69,13 @@ class RunRecord:
 
     def attrs(self) -> dict[str, Any]:
         """The trial's user attributes (``values``/``point`` key the grid point)."""
-        return asdict(self) | {"values": self.params, "point": point_key(self.params)}
+        values = spelled_values(self.method, self.params)
+        # the grid point's key stays as the sweep queued it (``core.worker``)
+        return asdict(self) | {
+            "params": values,
+            "values": values,
+            "point": point_key(self.params),
+        }
 
 
 ROW_FIELDS = tuple(RunRecord.__dataclass_fields__)
@@ -68,7 +99,9 @@ def row_from_attrs(attrs: dict[str, Any], params: dict | None = None) -> dict[st
     for name, value in row["metrics"].items():
         if value is not None and not isinstance(value, (int, float)):
             _damaged(f"metric {name}", value)
-    row["params"] = dict(row.pop("values"))
+    row["params"] = spelled_values(row["method"], row.pop("values"))
+    for name in ("hyperparameters", "settings"):  # rows written before one spelling
+        row[name] = spelled_values(row["method"], row[name])
     return row
 
 

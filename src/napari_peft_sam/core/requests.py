@@ -103,6 +103,15 @@ class Rows(Request):
 
 
 @dataclass
+class BeforeScores(Request):
+    """Each tuned row's base model scored on the run's test set (``core.baseline``)."""
+
+    op: ClassVar[str] = "before_scores"
+    rows: list[dict[str, Any]]
+    home: str
+
+
+@dataclass
 class RenderTable(Request):
     """Rows as the seed's Markdown table or as CSV."""
 

@@ -16,6 +16,7 @@ import io
 import math
 
 from . import catalog, stats
+from .display import value_text
 from .heatmap import HeatmapData, draw, heatmap_data
 from .store import rows  # noqa: F401  (the table's rows; re-exported for callers)
 
@@ -34,15 +35,17 @@ def _metric_columns(table: list[dict]) -> list[str]:
 
 
 def _fmt(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "None" if value is None else "NaN"
+    """A cell in the seed's format: numbers to 6 significant digits, a missing
+    value empty, a selection in its one spelling (``core.display.value_text``)."""
+    if value is None:
+        return ""
     if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
+        return "NaN" if math.isnan(value) else f"{value:.6g}"
+    return value_text(value)
 
 
 def _metric(value) -> str:
-    return "n/a" if value is None else _fmt(float(value))
+    return "" if value is None else _fmt(float(value))
 
 
 def _sort_key(value):
@@ -74,8 +77,15 @@ def _lines(header: list[str], body: list[list[str]]) -> list[str]:
 
 def _failures(table: list[dict]) -> list[str]:
     return [
-        f"\nfailed: {r['params']}: {r['error']}" for r in table if r["status"] == "fail"
+        f"\nfailed: {_point_text(r['params'])}: {r['error']}"
+        for r in table
+        if r["status"] == "fail"
     ]
+
+
+def _point_text(params: dict) -> str:
+    """'alpha 1, rank 2, targets q+v': a grid point as a person reads it."""
+    return ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(params.items())) or "-"
 
 
 def markdown(table: list[dict]) -> str:
@@ -119,7 +129,7 @@ def point_marks(points: list[stats.Point], metrics: list[str]) -> dict:
 def cell(summary: stats.Summary | None, mark: str | None = None) -> str:
     """``0.221 ± 0.012`` (bold when best, ``≈`` when tied; no ± with one seed)."""
     if summary is None:
-        return "n/a"
+        return ""
     text = f"{summary.mean:.3f}"
     if summary.half is not None:
         text += f" ± {summary.half:.3f}"

@@ -144,6 +144,15 @@ def rows(storage: str) -> list[dict[str, Any]]:
     return table_rows(storage)
 
 
+@serves(requests.BeforeScores)
+def before_scores(rows: list[dict], home: str, stop: StopToken | None = None):
+    """``{run_dir: base model's metrics}``: evaluated once per base model and
+    test set, cached under ``home/baselines`` (``core.baseline``)."""
+    from .baseline import before_scores as scores
+
+    return (yield from scores(rows, home, stop=stop))
+
+
 @serves(requests.RenderTable)
 def render_table(table: list[dict], fmt: str = "markdown") -> str:
     from .results import markdown, to_csv

@@ -228,8 +228,10 @@ def add_record(location: str, study_name: str, attrs: dict[str, Any]) -> int:
 
 
 def rows(location: str, studies: list[str] | None = None) -> list[dict[str, Any]]:
-    """One row per run: per grid point and seed the completed trial, else its
-    last failure; WAITING and duplicate trials are left out."""
+    """One row per run: in a sweep's study (one with a spec's fingerprint) per
+    grid point and seed the completed trial, else its last failure; elsewhere
+    (GUI runs, retrains) every trial, however alike their settings; WAITING
+    and duplicate trials are left out."""
     from optuna.trial import TrialState as S
 
     from .records import row_from_attrs
@@ -238,11 +240,12 @@ def rows(location: str, studies: list[str] | None = None) -> list[dict[str, Any]
     out = []
     for name in studies or study_names(storage):
         study = open_study(storage, name)
+        sweep = "fingerprint" in study.user_attrs  # claimed by a sweep or a search
         kept: dict[str, Any] = {}
         for t in study.get_trials(deepcopy=False):
             if t.user_attrs.get("duplicate") or t.state == S.WAITING:
                 continue
-            key = t.user_attrs.get("point") or f"#{t.number}"
+            key = (sweep and t.user_attrs.get("point")) or f"#{t.number}"
             if kept.get(key) is None or kept[key].state != S.COMPLETE:
                 kept[key] = t
         for t in sorted(kept.values(), key=lambda t: t.number):

@@ -193,16 +193,25 @@ def run_point(
         if report is not None and event.kind == "validation":
             report(-event.metrics["val_box_loss"], event.step)
 
-    test_set = held_out(config, benchmark_split=spec.eval_split)
+    dataset = None
+    if spec.data and not config.data.annotation:
+        # files (the GUI's layers, written under home/data/<hash>): tables and
+        # cards name them as the spec does ("napari layers nuclei"), not by path
+        from .splits import load
+
+        dataset = load(config)
+        dataset.source = spec.dataset
+    test_set = held_out(config, dataset, benchmark_split=spec.eval_split)
     if spec.eval_images:
         test_set = Dataset(list(test_set)[: spec.eval_images], test_set.source)
     params = dict(point)
     if spec.data:  # a sweep over files: name them as a single run does
-        params.setdefault("dataset", describe_data(config, None))
+        params.setdefault("dataset", describe_data(config, dataset))
     record = run_to_end(
         run(
             config,
             run_dir,
+            dataset=dataset,
             test_set=test_set,
             metrics=spec.metrics,
             params=params,
