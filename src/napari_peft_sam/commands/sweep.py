@@ -74,11 +74,8 @@ class SweepCommand(Command):
         )
 
     def run(self, args):
-        from napari_peft_sam.core import executors, results
         from napari_peft_sam.core.presets import preset
-        from napari_peft_sam.core.search import run_search
         from napari_peft_sam.core.sweep import SweepSpec
-        from napari_peft_sam.core.worker import STOPPED_BY
 
         spec = preset(args.preset) if args.preset else SweepSpec.load(args.config)
         overrides = parse_sets(args.set)
@@ -89,23 +86,33 @@ class SweepCommand(Command):
             changes["name"] = args.name
         spec = SweepSpec.from_dict({**spec.__dict__, **changes})
         _check_places(args)
-        if args.status or args.cancel:
-            return self._manage(args, spec)
+        # a database that stops answering anywhere (queue, heartbeat, the
+        # final table): one sentence; the same command resumes the sweep
+        with _store_errors(args.storage):
+            if args.status or args.cancel:
+                return self._manage(args, spec)
+            return self._sweep(args, spec)
+
+    @staticmethod
+    def _sweep(args, spec) -> int:
+        from napari_peft_sam.core import executors, results
+        from napari_peft_sam.core.search import run_search
+        from napari_peft_sam.core.worker import STOPPED_BY
+
         if args.search:
             study = run_search(args.storage, spec, args.search, args.runs)
             table = results.rows(args.storage, [study.study_name])
             print(results.markdown(table))
             return _outcome(table)
-        with _store_errors(args.storage):
-            jobs = executors.launch(
-                spec,
-                args.storage,
-                args.runs,
-                args.executor,
-                args.workers,
-                args.grace,
-                vars(args),
-            )
+        jobs = executors.launch(
+            spec,
+            args.storage,
+            args.runs,
+            args.executor,
+            args.workers,
+            args.grace,
+            vars(args),
+        )
         if args.no_wait and args.executor != "inline":
             print("submitted jobs " + ", ".join(j.job_id for j in jobs))
             return 0
@@ -143,7 +150,7 @@ def _store_errors(storage: str):
     import errno
 
     from napari_peft_sam.core.errors import UserError
-    from napari_peft_sam.core.store import redact
+    from napari_peft_sam.core.store import database_error, redact
 
     try:
         yield
@@ -154,8 +161,10 @@ def _store_errors(storage: str):
             f"Cannot write the results store {redact(storage)} ({error.strerror}); "
             "free space or pick a writable --storage, then run the sweep again."
         ) from None
+    except UserError:
+        raise
     except Exception as error:
-        if type(error).__module__.split(".")[0] != "sqlalchemy":
+        if not database_error(error):
             raise
         raise UserError(
             f"The results database {redact(storage)} stopped answering "

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .events import run_to_end
 from .records import point_key
-from .store import open_storage, open_study, redact
+from .store import database_error, open_storage, open_study, redact
 from .sweep import SweepSpec, claim
 
 # -- reconcile and claim --------------------------------------------------------------
@@ -146,7 +146,13 @@ class Heartbeat:
 
         def beat():
             while not self._stop.wait(interval):
-                trial.set_user_attr("heartbeat", time.time())
+                try:
+                    trial.set_user_attr("heartbeat", time.time())
+                except Exception as error:
+                    # the database is away: the lease runs out, and the
+                    # worker learns of it at its next write
+                    if not database_error(error):
+                        raise
 
         self._thread = threading.Thread(target=beat, daemon=True)
 
@@ -303,6 +309,8 @@ def run_worker(
             study.tell(trial, state=S.FAIL)
             return ran
         except Exception as error:  # a failing point must not stop the sweep
+            if database_error(error):  # ... but a database that went away does
+                raise
             trial.set_user_attr("error", f"{type(error).__name__}: {error}")
             trial.set_user_attr("traceback", traceback.format_exc()[-2000:])
             study.tell(trial, state=S.FAIL)
