@@ -104,28 +104,28 @@ class SweepCommand(Command):
             table = results.rows(args.storage, [study.study_name])
             print(results.markdown(table))
             return _outcome(table)
-        jobs = executors.launch(
-            spec,
-            args.storage,
-            args.runs,
-            args.executor,
-            args.workers,
-            args.grace,
-            vars(args),
-        )
+        try:
+            jobs = executors.launch(
+                spec,
+                args.storage,
+                args.runs,
+                args.executor,
+                args.workers,
+                args.grace,
+                vars(args),
+            )
+        except KeyboardInterrupt:  # Ctrl-C after a first signal: stopped at once
+            if not STOPPED_BY:
+                raise
+            return _stopped(STOPPED_BY[0])
         if args.no_wait and args.executor != "inline":
             print("submitted jobs " + ", ".join(j.job_id for j in jobs))
             return 0
         executors.wait(jobs, report=lambda text: print(text, file=sys.stderr))
         table = results.rows(args.storage, [spec.name])
         print(results.markdown(table))
-        if STOPPED_BY:  # SIGTERM: the running point is queued again
-            print(
-                "error: the sweep was stopped by SIGTERM; run the same command "
-                "again to finish its points.",
-                file=sys.stderr,
-            )
-            return 128 + STOPPED_BY.pop()
+        if STOPPED_BY:  # SIGINT or SIGTERM: the running point is queued again
+            return _stopped(STOPPED_BY[0])
         return _outcome(table)
 
     @staticmethod
@@ -170,6 +170,18 @@ def _store_errors(storage: str):
             f"The results database {redact(storage)} stopped answering "
             f"({type(error).__name__}); start it again and rerun the sweep to resume."
         ) from None
+
+
+def _stopped(signum: int) -> int:
+    """Say that a signal stopped the sweep; 128 + the first signal's number."""
+    import signal
+
+    print(
+        f"error: the sweep was stopped by {signal.Signals(signum).name}; run the "
+        "same command again to finish its points.",
+        file=sys.stderr,
+    )
+    return 128 + signum
 
 
 def coerce_numbers(values: dict[str, str]) -> dict:

@@ -91,9 +91,13 @@ def _mark_lost(storage, study, trial) -> None:
 
 
 def reconcile(
-    storage, study, spec: SweepSpec, grace_s: float = 600.0
+    storage, study, spec: SweepSpec, grace_s: float = 600.0, stop=None
 ) -> dict[str, int]:
-    """Fail orphaned trials and enqueue every grid point that still needs a run."""
+    """Fail orphaned trials and enqueue every grid point that still needs a run.
+
+    ``stop`` (set by SIGTERM) ends the enqueueing between two points: a large
+    grid takes a while, and the next reconcile queues the rest.
+    """
     from optuna.trial import TrialState as S
 
     for trial in study.get_trials(deepcopy=False, states=(S.RUNNING,)):
@@ -106,6 +110,8 @@ def reconcile(
         if key:
             by_key.setdefault(key, []).append(trial)
     for point in spec.points():
+        if stop is not None and stop.is_set():
+            break
         trials = by_key.get(point_key(point), [])
         states = [t.state for t in trials]
         if S.COMPLETE in states:
@@ -274,14 +280,26 @@ def run_worker(
 
     ``stop`` (anything with ``is_set()``) ends the worker after the current
     step; the interrupted point is queued again by the next ``reconcile``.
-    ``on_event(trial_number, event)`` sees the events of every point.
+    Without one, SIGINT and SIGTERM stop it so. ``on_event(trial_number,
+    event)`` sees the events of every point.
     """
+    restore = None
+    if stop is None:
+        stop, restore = _stop_on_signals()
+    try:
+        return _run_points(
+            storage, spec, runs_root, grace_s, runner, max_points, stop, on_event
+        )
+    finally:
+        if restore is not None:
+            restore()
+
+
+def _run_points(storage, spec, runs_root, grace_s, runner, max_points, stop, on_event):
     import optuna
     from optuna.trial import TrialState as S
 
     runner = runner or run_point
-    if stop is None:
-        stop = _stop_on_sigterm()
     backend = open_storage(storage, write=True)
     study = open_study(backend, spec.name, create=True)
     claim(study, spec, redact(storage))
@@ -290,7 +308,9 @@ def run_worker(
     if stop is not None or on_event is not None:
         runner = _observed(runner, stop, on_event)
     while (max_points is None or ran < max_points) and not (stop and stop.is_set()):
-        reconcile(backend, study, spec, grace_s)
+        reconcile(backend, study, spec, grace_s, stop)
+        if stop is not None and stop.is_set():
+            break
         if not any(t.state == S.WAITING for t in study.get_trials(deepcopy=False)):
             return ran
         trial = study.ask()
@@ -308,6 +328,11 @@ def run_worker(
             trial.set_user_attr("lost", True)  # not a failure: resume reruns it
             study.tell(trial, state=S.FAIL)
             return ran
+        except KeyboardInterrupt:  # Ctrl-C after a first signal: at once
+            trial.set_user_attr("error", "stopped at once")
+            trial.set_user_attr("lost", True)
+            study.tell(trial, state=S.FAIL)
+            raise
         except Exception as error:  # a failing point must not stop the sweep
             if database_error(error):  # ... but a database that went away does
                 raise
@@ -320,31 +345,23 @@ def run_worker(
     return ran
 
 
-# the signals that stopped a worker of this process (an inline sweep exits 128 + it)
+# the first signal that stopped a worker of this process (an inline sweep exits
+# 128 + it)
 STOPPED_BY: list[int] = []
 
 
-def _stop_on_sigterm():
-    """A stop flag that SIGTERM sets (SLURM's time limit, ``scancel``): the
-    running point saves its checkpoint and is queued again, not failed."""
-    import signal
-
+def _stop_on_signals():
+    """A stop flag that SIGINT or SIGTERM sets (SLURM's time limit, ``scancel``),
+    and the function that removes its handlers: the running point saves its
+    checkpoint and is queued again, not failed. The first signal decides
+    (``core.signals``); a second Ctrl-C stops at once."""
+    from . import signals
     from .events import StopToken
 
     stop = StopToken()
-    if threading.current_thread() is not threading.main_thread():
-        return stop
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def handle(signum, frame):
-        stop.reason = "SIGTERM"
-        STOPPED_BY.append(signum)
-        stop.stop()
-        if callable(previous):
-            previous(signum, frame)
-
-    signal.signal(signal.SIGTERM, handle)
-    return stop
+    STOPPED_BY.clear()
+    restore = signals.install(stop, on_first=STOPPED_BY.append, chain_sigterm=True)
+    return stop, restore
 
 
 def _observed(runner: PointRunner, stop, on_event) -> PointRunner:
