@@ -320,3 +320,16 @@ def test_a_damaged_manifest_is_one_sentence(aset, tmp_path, damage, message):
         with pytest.raises(UserError, match=message):
             call()
     assert snapshot(aset.folder) == before
+
+
+def test_a_deleted_manifest_is_never_written_over(aset, tmp_path):
+    (aset.folder / "manifest.json").unlink()
+    before = snapshot(aset.folder)
+    message = "manifest.json is damaged \\(missing, with images beside it\\)"
+    for create in (True, False):  # adding would number over the images there
+        with pytest.raises(UserError, match=message):
+            AnnotationSet.open(tmp_path, "cells", create)
+    with pytest.raises(UserError, match=message):
+        AnnotationSet.find(tmp_path, "cells")
+    assert AnnotationSet.find(tmp_path, "other") is None  # no set yet: not an error
+    assert snapshot(aset.folder) == before
