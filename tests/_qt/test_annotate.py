@@ -131,7 +131,7 @@ def test_a_damaged_set_is_said_and_never_added_to(
 ):
     from napari_peft_sam._qt.annotate_widget import AnnotateWidget
     from napari_peft_sam.core.annotations import AnnotationSet, Item
-    from tests.test_reliability import snapshot
+    from tests.helpers import snapshot
 
     from .conftest import notifications
 

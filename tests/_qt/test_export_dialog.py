@@ -73,7 +73,7 @@ def test_export_writes_the_file_and_says_how_to_open_it(
 
 
 def _snapshot(folder):
-    from tests.test_reliability import snapshot
+    from tests.helpers import snapshot
 
     return snapshot(folder)
 

@@ -16,14 +16,7 @@ from napari_peft_sam.cli import main
 from napari_peft_sam.core import files
 from napari_peft_sam.core.annotations import AnnotationSet, Item
 from napari_peft_sam.core.errors import UserError
-from tests.test_reliability import snapshot
-
-
-def one_sentence(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "Traceback" not in err, err
-    assert "\n" not in err, err
-    return err
+from tests.helpers import one_sentence, snapshot
 
 
 def small_run(path: Path) -> Path:
