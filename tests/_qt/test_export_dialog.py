@@ -34,8 +34,8 @@ def test_export_writes_the_file_and_says_how_to_open_it(
     target = tmp_path / "shared" / "tiny-lora"  # the dialog adds the ending
     asked = []
 
-    def save_file_name(parent, caption, directory, filters, options=None):
-        asked.append((directory, filters, options))
+    def save_file_name(parent, caption, directory, filters, *rest):
+        asked.append((directory, filters, rest[-1]))
         return str(target), filters
 
     monkeypatch.setattr(QFileDialog, "getSaveFileName", save_file_name)
@@ -94,9 +94,7 @@ def test_an_existing_target_is_replaced_only_after_yes(
     export_run(run, "merged", target)  # an earlier export and its recipe
     target.write_bytes(b"mine")  # ... since replaced by a file of the user's
     before = _snapshot(tmp_path / "shared")
-    monkeypatch.setattr(
-        QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), "")
-    )
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a: (str(target), ""))
     viewer = make_napari_viewer()
     session = session_for(viewer)
     try:
@@ -132,9 +130,7 @@ def test_a_file_that_is_not_a_recipe_is_never_replaced(
     target.parent.mkdir()
     (tmp_path / "shared" / "model.pt.json").write_text('{"my": "settings"}')
     before = _snapshot(tmp_path / "shared")
-    monkeypatch.setattr(
-        QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), "")
-    )
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a: (str(target), ""))
     viewer = make_napari_viewer()
     session = session_for(viewer)
     try:

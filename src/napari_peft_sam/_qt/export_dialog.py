@@ -112,8 +112,9 @@ class ExportDialog(QDialog):
             f"Export as {TITLES[fmt]}",
             str(default),
             filters,
-            # asked once below, for the file and the recipe beside it
-            options=QFileDialog.Option.DontConfirmOverwrite,
+            "",
+            # asked once in start, for the file and the recipe beside it
+            QFileDialog.Option.DontConfirmOverwrite,
         )
         if path:
             suffix = Path(ending).suffix
