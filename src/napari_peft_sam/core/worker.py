@@ -95,7 +95,7 @@ def reconcile(
 ) -> dict[str, int]:
     """Fail orphaned trials and enqueue every grid point that still needs a run.
 
-    ``stop`` (set by SIGTERM) ends the enqueueing between two points: a large
+    ``stop`` (set by a signal) ends the enqueueing between two points: a large
     grid takes a while, and the next reconcile queues the rest.
     """
     from optuna.trial import TrialState as S
