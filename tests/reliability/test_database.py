@@ -156,3 +156,43 @@ def test_a_heartbeat_into_a_stopped_database_is_silent(monkeypatch):
         for _ in range(3):  # it keeps beating after a failed beat
             assert beats.acquire(timeout=60)
     assert crashed == []
+
+
+def test_a_database_stopped_under_local_workers_is_one_sentence(
+    tmp_path, postgres_server
+):
+    """Workers in their own processes (``--executor local``): their failure
+    comes back through submitit, and is the same one sentence."""
+    spec = {
+        "name": "local",
+        "dataset": "organoids",
+        "model": "tiny",
+        "method": "lora",
+        "grid": {"rank": [1, 2, 4, 8]},
+        "fixed": {"iterations": 2, "n_objects": 2, "n_sub_iterations": 1},
+        "metrics": ["single box"],
+        "eval_images": 1,
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    runs = tmp_path / "runs"
+    args = ["sweep", "--config", str(tmp_path / "spec.yaml")]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napari_peft_sam.cli", *args, "--storage",
+         postgres_server.url, "--runs", str(runs), "--executor", "local"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        first = runs / "local-t0000" / "card.json"
+        while proc.poll() is None and not (
+            first.exists() and '"evaluations"' in first.read_text()
+        ):
+            time.sleep(0.2)
+        before = snapshot(first.parent)
+        postgres_server.stop()
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, err
+    assert sentence(err).startswith("error: The results database postgresql://")
+    assert snapshot(first.parent) == before

@@ -121,7 +121,11 @@ class SweepCommand(Command):
         if args.no_wait and args.executor != "inline":
             print("submitted jobs " + ", ".join(j.job_id for j in jobs))
             return 0
-        executors.wait(jobs, report=lambda text: print(text, file=sys.stderr))
+        try:
+            executors.wait(jobs, report=lambda text: print(text, file=sys.stderr))
+        finally:  # a frame the database driver keeps holds this list: let the
+            # jobs go now, not at the exit (where LocalJob.__del__ fails)
+            jobs.clear()
         table = results.rows(args.storage, [spec.name])
         print(results.markdown(table))
         if STOPPED_BY:  # SIGINT or SIGTERM: the running point is queued again
@@ -148,6 +152,7 @@ def _store_errors(storage: str):
     """A store that cannot be written (read-only, full) or a database that
     stopped answering: one sentence; a rerun resumes the sweep."""
     import errno
+    import traceback
 
     from napari_peft_sam.core.errors import UserError
     from napari_peft_sam.core.store import database_error, redact
@@ -166,6 +171,9 @@ def _store_errors(storage: str):
     except Exception as error:
         if not database_error(error):
             raise
+        # the failed frames hold the local jobs: let them go now, not at the
+        # interpreter's exit (where submitit's LocalJob.__del__ fails)
+        traceback.clear_frames(error.__traceback__)
         raise UserError(
             f"The results database {redact(storage)} stopped answering "
             f"({type(error).__name__}); start it again and rerun the sweep to resume."
