@@ -16,6 +16,7 @@ import yaml
 
 from napari_peft_sam.cli import main
 from napari_peft_sam.core.runfolder import read_card
+from tests.helpers import sentence
 from tests.sweep_helpers import SPEC, fake_runner
 from tests.test_reliability import train
 
@@ -175,3 +176,41 @@ def test_sigterm_while_a_large_grid_is_queued_exits_143_at_once(tmp_path):
     trials = open_study(open_storage(str(storage)), "crash").trials
     assert 0 < len(trials) < size and {t.state.name for t in trials} == {"WAITING"}
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def _handles_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has installed a SIGTERM handler (Linux)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(
+        next(x for x in status.splitlines() if x.startswith("SigCgt:")).split()[1], 16
+    )
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+def test_sigterm_while_a_large_grid_is_expanded_exits_143(tmp_path):
+    """Before anything is queued (the spec is read and its points checked)."""
+    grid = {"rank": list(range(1, 101)), "lr": [1e-4 * (i + 1) for i in range(99)]}
+    path = _spec(tmp_path, grid=grid)
+    storage, runs = tmp_path / "s.journal", tmp_path / "runs"
+    args = ["sweep", "--config", str(path), "--storage", str(storage)]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SWEEP, *args, "--runs", str(runs)],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while proc.poll() is None and not _handles_sigterm(proc.pid):
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert sentence(err) == (
+        "error: the sweep was stopped by SIGTERM; run the same command again to "
+        "finish its points."
+    )
+    assert not storage.exists() and not runs.exists()  # nothing written at all

@@ -74,8 +74,30 @@ class SweepCommand(Command):
         )
 
     def run(self, args):
+        from napari_peft_sam.core import signals
+        from napari_peft_sam.core.events import StopToken
+        from napari_peft_sam.core.worker import STOPPED_BY
+
+        # inline, this process is the worker: a signal while the spec is read
+        # and its grid expanded stops the sweep as one during a point does
+        inline = args.executor == "inline" and not (args.status or args.cancel)
+        stop, restore = StopToken(), lambda: None
+        STOPPED_BY.clear()
+        if inline and not args.search:
+            restore = signals.install(stop, on_first=STOPPED_BY.append)
+        try:
+            return self._run(args, stop)
+        except KeyboardInterrupt:  # Ctrl-C after a first signal: stopped at once
+            if not STOPPED_BY:
+                raise
+            return _stopped(STOPPED_BY[0])
+        finally:
+            restore()
+
+    def _run(self, args, stop) -> int:
         from napari_peft_sam.core.presets import preset
         from napari_peft_sam.core.sweep import SweepSpec
+        from napari_peft_sam.core.worker import STOPPED_BY
 
         spec = preset(args.preset) if args.preset else SweepSpec.load(args.config)
         overrides = parse_sets(args.set)
@@ -86,15 +108,17 @@ class SweepCommand(Command):
             changes["name"] = args.name
         spec = SweepSpec.from_dict({**spec.__dict__, **changes})
         _check_places(args)
+        if STOPPED_BY:  # while the grid was expanded and checked
+            return _stopped(STOPPED_BY[0])
         # a database that stops answering anywhere (queue, heartbeat, the
         # final table): one sentence; the same command resumes the sweep
         with _store_errors(args.storage):
             if args.status or args.cancel:
                 return self._manage(args, spec)
-            return self._sweep(args, spec)
+            return self._sweep(args, spec, stop)
 
     @staticmethod
-    def _sweep(args, spec) -> int:
+    def _sweep(args, spec, stop) -> int:
         from napari_peft_sam.core import executors, results
         from napari_peft_sam.core.search import run_search
         from napari_peft_sam.core.worker import STOPPED_BY
@@ -104,20 +128,16 @@ class SweepCommand(Command):
             table = results.rows(args.storage, [study.study_name])
             print(results.markdown(table))
             return _outcome(table)
-        try:
-            jobs = executors.launch(
-                spec,
-                args.storage,
-                args.runs,
-                args.executor,
-                args.workers,
-                args.grace,
-                vars(args),
-            )
-        except KeyboardInterrupt:  # Ctrl-C after a first signal: stopped at once
-            if not STOPPED_BY:
-                raise
-            return _stopped(STOPPED_BY[0])
+        jobs = executors.launch(
+            spec,
+            args.storage,
+            args.runs,
+            args.executor,
+            args.workers,
+            args.grace,
+            vars(args),
+            stop=stop if args.executor == "inline" else None,
+        )
         if args.no_wait and args.executor != "inline":
             print("submitted jobs " + ", ".join(j.job_id for j in jobs))
             return 0
