@@ -39,65 +39,62 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def postgres_url():
-    """A real PostgreSQL server (Debian's), started for this test."""
-    import tempfile
+class PostgresServer:
+    """A real PostgreSQL server (Debian's) in a temporary folder; ``stop`` and
+    ``start`` let a test take the database away mid-sweep and bring it back."""
 
-    pytest.importorskip("psycopg")
-    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
-    if not bins:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    tmp_path = Path(tempfile.mkdtemp(prefix="pg-"))  # pytest's tmp is root-only
-    bin_dir, data, port = bins[-1], tmp_path / "pg", _free_port()
-    user = []
-    if os.geteuid() == 0:  # initdb refuses root: run the server as 'postgres'
-        shutil.chown(tmp_path, "postgres")
-        user = ["runuser", "-u", "postgres", "--"]
-    run = partial(subprocess.run, check=True, capture_output=True)
-    run(
-        [
-            *user,
-            str(bin_dir / "initdb"),
-            "-D",
-            str(data),
-            "-A",
-            "trust",
-            "-U",
-            "sweeper",
-        ]
-    )
-    run(
-        [
-            *user,
-            str(bin_dir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-w",
-            "-l",
-            str(tmp_path / "pg.log"),
-            "-o",
-            f"-p {port} -k {tmp_path} -c listen_addresses=127.0.0.1",
-            "start",
-        ]
-    )
+    def __init__(self) -> None:
+        import tempfile
+
+        pytest.importorskip("psycopg")
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+        if not bins:
+            pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+        self.tmp = Path(tempfile.mkdtemp(prefix="pg-"))  # pytest's tmp is root-only
+        self.bin, self.data, self.port = bins[-1], self.tmp / "pg", _free_port()
+        self.user = []
+        if os.geteuid() == 0:  # initdb refuses root: run the server as 'postgres'
+            shutil.chown(self.tmp, "postgres")
+            self.user = ["runuser", "-u", "postgres", "--"]
+        self.url = f"postgresql://sweeper:unused@127.0.0.1:{self.port}/sweeps"
+
+    def _ctl(self, *args: str, check: bool = True):
+        command = [*self.user, str(self.bin / "pg_ctl"), "-D", str(self.data), *args]
+        return subprocess.run(command, check=check, capture_output=True)
+
+    def create(self) -> None:
+        run = partial(subprocess.run, check=True, capture_output=True)
+        initdb = [str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust"]
+        run([*self.user, *initdb, "-U", "sweeper"])
+        self.start()
+        host = ["-h", "127.0.0.1", "-p", str(self.port), "-U", "sweeper"]
+        run([str(self.bin / "createdb"), *host, "sweeps"])
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.tmp} -c listen_addresses=127.0.0.1"
+        self._ctl("-w", "-l", str(self.tmp / "pg.log"), "-o", options, "start")
+
+    def stop(self, mode: str = "fast", check: bool = True) -> None:
+        """Stop the server ('fast' ends every connection, as a shutdown does)."""
+        self._ctl("-w", "-m", mode, "stop", check=check)
+
+    def remove(self) -> None:
+        self.stop(check=False)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_server():
+    """A running :class:`PostgreSQL server <PostgresServer>` for this test."""
+    server = PostgresServer()
     try:
-        run(
-            [
-                str(bin_dir / "createdb"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-U",
-                "sweeper",
-                "sweeps",
-            ]
-        )
-        yield f"postgresql://sweeper:unused@127.0.0.1:{port}/sweeps"
+        server.create()
+        yield server
     finally:
-        subprocess.run(
-            [*user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
-            capture_output=True,
-        )
-        shutil.rmtree(tmp_path, ignore_errors=True)
+        server.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """The URL of a real PostgreSQL database, started for this test."""
+    return postgres_server.url

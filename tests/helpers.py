@@ -1,6 +1,35 @@
-"""Small helpers for tests: a full SAM forward pass from image to masks."""
+"""Small helpers for tests: a full SAM forward pass from image to masks; the
+checksums of the user's files and the one sentence of a refused command."""
+
+import hashlib
+from pathlib import Path
 
 import torch
+
+
+def snapshot(*roots: Path) -> dict[str, str]:
+    """Every file under ``roots`` with a hash of its bytes (and every folder)."""
+    out = {}
+    for root in roots:
+        paths = [root] if root.is_file() else sorted(root.rglob("*"))
+        for p in paths:
+            out[str(p)] = (
+                hashlib.sha1(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            )
+    return out
+
+
+def sentence(err: str) -> str:
+    """``err`` (a command's stderr), checked to be one line: ``error: ...``."""
+    err = err.strip()
+    assert err.startswith("error: ") and "Traceback" not in err, err
+    assert "\n" not in err, err
+    return err
+
+
+def one_sentence(capsys) -> str:
+    """The one sentence a refused command printed (captured by pytest)."""
+    return sentence(capsys.readouterr().err)
 
 
 def sam_forward(sam, image: torch.Tensor, point=None, multimask=True):

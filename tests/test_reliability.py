@@ -3,42 +3,23 @@ and no file the user had changes (issue 15's findings, one test each)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from napari_peft_sam.cli import main
+from tests.helpers import one_sentence, snapshot
 
 QUICK = [
     "--model", "tiny", "--method", "lora", "--set", "rank=2",
     "--iterations", "3", "--n-objects", "2", "--sub-iterations", "1",
     "--val-interval", "3", "--checkpoint-interval", "3",
 ]  # fmt: skip
-
-
-def snapshot(*roots: Path) -> dict[str, str]:
-    """Every file under ``roots`` with a hash of its bytes (and every folder)."""
-    out = {}
-    for root in roots:
-        paths = [root] if root.is_file() else sorted(root.rglob("*"))
-        for p in paths:
-            out[str(p)] = (
-                hashlib.sha1(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            )
-    return out
-
-
-def one_sentence(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "Traceback" not in err, err
-    return err
 
 
 def train(tmp_path, out="run", *extra):

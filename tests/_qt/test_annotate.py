@@ -123,3 +123,49 @@ def test_two_rounds_commit_add_retrain_next(docked, qtbot, tmp_path):
     points = plot.canvas.points
     assert [p["clicks_per_object"] for p in points] == [1.5, 1.5, None]
     assert points[0]["msa"] is None and None not in [p["msa"] for p in points[1:]]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "deleted"])
+def test_a_damaged_set_is_said_and_never_added_to(
+    make_napari_viewer, qtbot, home, monkeypatch, damage
+):
+    from napari_peft_sam._qt.annotate_widget import AnnotateWidget
+    from napari_peft_sam.core.annotations import AnnotationSet, Item
+    from tests.helpers import snapshot
+
+    from .conftest import notifications
+
+    labels = np.zeros((48, 40), np.int32)
+    labels[4:20, 5:30] = 1
+    image = np.random.default_rng(0).integers(0, 4000, (48, 40)).astype(np.uint16)
+    aset = AnnotationSet.open(home, "cells")
+    aset.add([Item(image, labels, "a.tif", True)])
+    manifest = aset.folder / "manifest.json"
+    if damage == "truncated":
+        manifest.write_text(manifest.read_text()[:50])
+    else:
+        manifest.unlink()
+    before = snapshot(aset.folder)
+    viewer = make_napari_viewer()
+    widget = AnnotateWidget(viewer)
+    try:
+        line = widget.set_name.lineEdit()
+        line.clear()
+        qtbot.keyClicks(line, "cells")  # choose the set by typing its name
+        sentence = f"The annotation set's manifest {manifest} is damaged"
+        assert widget.summary.text().startswith(sentence)
+        assert "A new set" not in widget.summary.text()
+        assert any(n.startswith(sentence) for n in notifications())
+        # 'Add to set' with an image of the prompt tester: refused, the set unchanged
+        other = (image + 1).astype(np.uint16)
+        item = {"image": other, "labels": labels, "name": "b.tif", "complete": True,
+                "effort": [], "model": "tiny", "source": "b.tif"}  # fmt: skip
+        monkeypatch.setattr(widget, "item", lambda: item)
+        shown = len(notifications())
+        qtbot.mouseClick(widget.add_button, Qt.LeftButton)
+        wait_until(qtbot, lambda: len(notifications()) > shown, 120)
+        assert notifications()[-1].startswith(sentence)
+        assert widget.status.text().startswith(sentence)
+        assert snapshot(aset.folder) == before
+    finally:
+        widget.session.close()

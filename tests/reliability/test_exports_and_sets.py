@@ -16,14 +16,7 @@ from napari_peft_sam.cli import main
 from napari_peft_sam.core import files
 from napari_peft_sam.core.annotations import AnnotationSet, Item
 from napari_peft_sam.core.errors import UserError
-from tests.test_reliability import snapshot
-
-
-def one_sentence(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "Traceback" not in err, err
-    assert "\n" not in err, err
-    return err
+from tests.helpers import one_sentence, snapshot
 
 
 def small_run(path: Path) -> Path:
@@ -319,4 +312,17 @@ def test_a_damaged_manifest_is_one_sentence(aset, tmp_path, damage, message):
     for call in (aset.summary, aset.datasets, lambda: aset.add([item(8)])):
         with pytest.raises(UserError, match=message):
             call()
+    assert snapshot(aset.folder) == before
+
+
+def test_a_deleted_manifest_is_never_written_over(aset, tmp_path):
+    (aset.folder / "manifest.json").unlink()
+    before = snapshot(aset.folder)
+    message = "manifest.json is damaged \\(missing, with images beside it\\)"
+    for create in (True, False):  # adding would number over the images there
+        with pytest.raises(UserError, match=message):
+            AnnotationSet.open(tmp_path, "cells", create)
+    with pytest.raises(UserError, match=message):
+        AnnotationSet.find(tmp_path, "cells")
+    assert AnnotationSet.find(tmp_path, "other") is None  # no set yet: not an error
     assert snapshot(aset.folder) == before

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from napari_peft_sam.cli import main
-from tests.test_reliability import QUICK, one_sentence, snapshot, train
+from tests.helpers import one_sentence, snapshot
+from tests.test_reliability import QUICK, train
 
 EVALUATE = ["evaluate", "--dataset", "organoids", "--split", "val"]
 

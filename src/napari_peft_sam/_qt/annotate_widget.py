@@ -34,6 +34,7 @@ from ..core.annotations import HELD_OUT_EVERY, AnnotationSet, list_sets
 from ..core.catalog import PRIMARY
 from ..core.display import duration, recipe_line
 from ..core.errors import UserError
+from ._annotate_text import NEW_SET, effort_line, set_summary
 from ._image_steps import ImageSteps
 from ._session import notify_failure, session_for
 from .prompt_widget import COMMITTED, NONE, PromptWidget
@@ -132,14 +133,11 @@ class AnnotateWidget(QWidget):
         """The prompt tester of this viewer (docked now if it is not)."""
         return self.session.dock("Prompt tester", show=False)
 
-    def aset(self, create: bool = False) -> AnnotationSet | None:
-        name = self.set_name.currentText().strip()
-        try:
-            return AnnotationSet.open(
-                self.session.home, name, create, self.held_out_every.value()
-            )
-        except UserError:
-            return None
+    def aset(self) -> AnnotationSet | None:
+        """The chosen set; None while there is none; a damaged set raises UserError."""
+        return AnnotationSet.find(
+            self.session.home, self.set_name.currentText().strip()
+        )
 
     def _refresh_layers(self, *_) -> None:
         current = self.extra.currentText()
@@ -154,38 +152,26 @@ class AnnotateWidget(QWidget):
         self.extra.setCurrentText(current if current in names else NONE)
 
     def show_set(self) -> None:
-        aset = self.aset()
-        self.held_out_every.setEnabled(aset is None)  # fixed once the set exists
+        """Summarise the chosen set; a damaged one is said, in a notification too."""
         self._rounds = ""
-        if aset is None:
-            self.summary.setText("A new set: 'Add to set' creates it.")
+        try:
+            aset = self.aset()
+        except UserError as error:
+            self.held_out_every.setEnabled(False)
+            self.summary.setText(str(error))
+            notify_failure(str(error), True)
             return
-        s = aset.summary()
-        self.held_out_every.setValue(s["held_out_every"])
-        self.summary.setText(
-            f"<b>{s['name']}</b> v{s['version']:04d}: {s['images']} images "
-            f"({s['held_out']} held out, every {s['held_out_every']}th), "
-            f"{s['objects']} objects, {s['round']} retrains."
-        )
-        self._rounds = "".join(
-            f"<br>round {e['round']}: {e['clicks_per_object']:.1f} clicks, "
-            f"{e['seconds_per_object'] or 0:.1f} s per object ({e['objects']} objects)"
-            for e in aset.effort()
-            if e["objects"]
-        )
+        self.held_out_every.setEnabled(aset is None)  # fixed once the set exists
+        if aset is None:
+            self.summary.setText(NEW_SET)
+            return
+        self.held_out_every.setValue(aset.manifest["held_out_every"])
+        summary, self._rounds = set_summary(aset)
+        self.summary.setText(summary)
         self.show_effort()
 
     def show_effort(self, *_) -> None:
-        effort = self.session.prompt.effort
-        text = "This image: no object committed yet."
-        if effort:
-            clicks = np.mean([e["clicks"] for e in effort])
-            seconds = np.mean([e["seconds"] for e in effort])
-            text = (
-                f"This image: {len(effort)} objects, {clicks:.1f} clicks and "
-                f"{seconds:.1f} s per object."
-            )
-        self.effort.setText(text + self._rounds)
+        self.effort.setText(effort_line(self.session.prompt.effort) + self._rounds)
 
     # -- add -------------------------------------------------------------------------
 
@@ -385,7 +371,11 @@ class AnnotateWidget(QWidget):
         return run if run and Path(run).exists() else None
 
     def next_image(self) -> None:
-        aset = self.aset()
+        try:
+            aset = self.aset()
+        except UserError as error:
+            notify_failure(str(error), True)
+            return
         known = {e["image_sha256"] for e in aset.manifest["images"]} if aset else set()
         prompt = self.prompter()
         opened, message = self.steps.next(prompt.image.layer(), known)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import signal
 import sys
 
 from .base import Command
@@ -18,9 +17,6 @@ from .common import (
     has_data,
     parse_sets,
 )
-
-# Exit codes of a run that a signal ended (128 + the signal's number, as a shell).
-EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 
 
 def load_data(args: argparse.Namespace, split: str | None):
@@ -157,12 +153,13 @@ class TrainCommand(Command):
 
     def run(self, args):
         from napari_peft_sam._progress import ProgressPrinter
+        from napari_peft_sam.core import signals
         from napari_peft_sam.core.events import StopToken, run_to_end
         from napari_peft_sam.core.runs import run
 
         config = run_config(args)
         stop = StopToken()
-        restore = _on_signals(stop)
+        restore = signals.install(stop, lambda text: print(text, file=sys.stderr))
         printer = ProgressPrinter(sys.stdout)
         try:
             events = run(
@@ -183,7 +180,7 @@ class TrainCommand(Command):
                 f"{_resume_command(args)}",
                 file=sys.stderr,
             )
-            return EXIT_SIGINT
+            return signals.exit_code(stop)  # the first signal's
         finally:
             restore()
         printer.close()
@@ -194,7 +191,7 @@ class TrainCommand(Command):
                 f"is saved. Resume with: {_resume_command(args)}",
                 file=sys.stderr,
             )
-            return EXIT_SIGTERM if "SIGTERM" in signal_name else EXIT_SIGINT
+            return signals.exit_code(stop)
         print(
             f"finished {record.iterations} steps in {record.train_time_s:.1f} s; "
             f"run folder {record.run_dir}"
@@ -205,37 +202,6 @@ class TrainCommand(Command):
             )
             print(f"held-out ({record.evaluated_on.get('images')} images): {values}")
         return 0
-
-
-def _on_signals(stop) -> callable:
-    """SIGINT and SIGTERM (SLURM's time limit) finish the current step and save;
-    a second SIGINT interrupts at once. Returns a function restoring the handlers."""
-    if sys.platform == "win32" or signal.getsignal(signal.SIGINT) is None:
-        return lambda: None
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def handle(signum, frame):
-        if stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        stop.reason = signal.Signals(signum).name
-        stop.stop()
-        print(
-            f"\n{stop.reason}: saving a checkpoint after this step "
-            "(Ctrl-C again to stop at once)",
-            file=sys.stderr,
-        )
-
-    try:
-        for sig in previous:
-            signal.signal(sig, handle)
-    except ValueError:  # not the main thread
-        return lambda: None
-
-    def restore():
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    return restore
 
 
 def evaluation_set(args: argparse.Namespace):

@@ -74,9 +74,28 @@ class SweepCommand(Command):
         )
 
     def run(self, args):
-        from napari_peft_sam.core import executors, results
+        from napari_peft_sam.core import signals
+        from napari_peft_sam.core.events import StopToken
+        from napari_peft_sam.core.worker import STOPPED_BY
+
+        # inline, this process is the worker: a signal while the spec is read
+        # and its grid expanded stops the sweep as one during a point does
+        inline = args.executor == "inline" and not (args.status or args.cancel)
+        stop, restore = StopToken(), lambda: None
+        STOPPED_BY.clear()
+        if inline and not args.search:
+            restore = signals.install(stop, on_first=STOPPED_BY.append)
+        try:
+            return self._run(args, stop)
+        except KeyboardInterrupt:  # Ctrl-C after a first signal: stopped at once
+            if not STOPPED_BY:
+                raise
+            return _stopped(STOPPED_BY[0])
+        finally:
+            restore()
+
+    def _run(self, args, stop) -> int:
         from napari_peft_sam.core.presets import preset
-        from napari_peft_sam.core.search import run_search
         from napari_peft_sam.core.sweep import SweepSpec
         from napari_peft_sam.core.worker import STOPPED_BY
 
@@ -89,36 +108,48 @@ class SweepCommand(Command):
             changes["name"] = args.name
         spec = SweepSpec.from_dict({**spec.__dict__, **changes})
         _check_places(args)
-        if args.status or args.cancel:
-            return self._manage(args, spec)
+        if STOPPED_BY:  # while the grid was expanded and checked
+            return _stopped(STOPPED_BY[0])
+        # a database that stops answering anywhere (queue, heartbeat, the
+        # final table): one sentence; the same command resumes the sweep
+        with _store_errors(args.storage):
+            if args.status or args.cancel:
+                return self._manage(args, spec)
+            return self._sweep(args, spec, stop)
+
+    @staticmethod
+    def _sweep(args, spec, stop) -> int:
+        from napari_peft_sam.core import executors, results
+        from napari_peft_sam.core.search import run_search
+        from napari_peft_sam.core.worker import STOPPED_BY
+
         if args.search:
             study = run_search(args.storage, spec, args.search, args.runs)
             table = results.rows(args.storage, [study.study_name])
             print(results.markdown(table))
             return _outcome(table)
-        with _store_errors(args.storage):
-            jobs = executors.launch(
-                spec,
-                args.storage,
-                args.runs,
-                args.executor,
-                args.workers,
-                args.grace,
-                vars(args),
-            )
+        jobs = executors.launch(
+            spec,
+            args.storage,
+            args.runs,
+            args.executor,
+            args.workers,
+            args.grace,
+            vars(args),
+            stop=stop if args.executor == "inline" else None,
+        )
         if args.no_wait and args.executor != "inline":
             print("submitted jobs " + ", ".join(j.job_id for j in jobs))
             return 0
-        executors.wait(jobs, report=lambda text: print(text, file=sys.stderr))
+        try:
+            executors.wait(jobs, report=lambda text: print(text, file=sys.stderr))
+        finally:  # a frame the database driver keeps holds this list: let the
+            # jobs go now, not at the exit (where LocalJob.__del__ fails)
+            jobs.clear()
         table = results.rows(args.storage, [spec.name])
         print(results.markdown(table))
-        if STOPPED_BY:  # SIGTERM: the running point is queued again
-            print(
-                "error: the sweep was stopped by SIGTERM; run the same command "
-                "again to finish its points.",
-                file=sys.stderr,
-            )
-            return 128 + STOPPED_BY.pop()
+        if STOPPED_BY:  # SIGINT or SIGTERM: the running point is queued again
+            return _stopped(STOPPED_BY[0])
         return _outcome(table)
 
     @staticmethod
@@ -141,9 +172,10 @@ def _store_errors(storage: str):
     """A store that cannot be written (read-only, full) or a database that
     stopped answering: one sentence; a rerun resumes the sweep."""
     import errno
+    import traceback
 
     from napari_peft_sam.core.errors import UserError
-    from napari_peft_sam.core.store import redact
+    from napari_peft_sam.core.store import database_error, redact
 
     try:
         yield
@@ -154,13 +186,30 @@ def _store_errors(storage: str):
             f"Cannot write the results store {redact(storage)} ({error.strerror}); "
             "free space or pick a writable --storage, then run the sweep again."
         ) from None
+    except UserError:
+        raise
     except Exception as error:
-        if type(error).__module__.split(".")[0] != "sqlalchemy":
+        if not database_error(error):
             raise
+        # the failed frames hold the local jobs: let them go now, not at the
+        # interpreter's exit (where submitit's LocalJob.__del__ fails)
+        traceback.clear_frames(error.__traceback__)
         raise UserError(
             f"The results database {redact(storage)} stopped answering "
             f"({type(error).__name__}); start it again and rerun the sweep to resume."
         ) from None
+
+
+def _stopped(signum: int) -> int:
+    """Say that a signal stopped the sweep; 128 + the first signal's number."""
+    import signal
+
+    print(
+        f"error: the sweep was stopped by {signal.Signals(signum).name}; run the "
+        "same command again to finish its points.",
+        file=sys.stderr,
+    )
+    return 128 + signum
 
 
 def coerce_numbers(values: dict[str, str]) -> dict:

@@ -88,6 +88,11 @@ def list_sets(home: str | os.PathLike) -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / MANIFEST).is_file())
 
 
+def _orphans(folder: Path) -> bool:
+    """Whether ``folder`` holds a set's images or labels but no manifest."""
+    return any(any((folder / part).glob("*")) for part in ("images", "labels"))
+
+
 @contextlib.contextmanager
 def _locked(folder: Path) -> Iterator[None]:
     """One writer at a time (the GUI adds while a retrain records its run)."""
@@ -126,6 +131,8 @@ class AnnotationSet:
         if (folder / MANIFEST).is_file():
             cls(folder).manifest  # noqa: B018  (a damaged set: one sentence now)
             return cls(folder)
+        if _orphans(folder):  # a new manifest would number over these files
+            raise _damaged(folder / MANIFEST, "missing, with images beside it")
         if not create:
             raise UserError(f"There is no annotation set {name!r} in {folder.parent}.")
         if not isinstance(held_out_every, int) or held_out_every < 2:
@@ -148,6 +155,16 @@ class AnnotationSet:
                     },
                 )
         return cls(folder)
+
+    @classmethod
+    def find(cls, home: str | os.PathLike, name: str) -> AnnotationSet | None:
+        """The set ``name``; None if there is none yet; a damaged set raises."""
+        folder = sets_root(home) / str(name)
+        if not _NAME.fullmatch(name or "") or not (
+            (folder / MANIFEST).is_file() or _orphans(folder)
+        ):
+            return None
+        return cls.open(home, name, create=False)
 
     @property
     def manifest(self) -> dict[str, Any]:

@@ -225,14 +225,19 @@ def launch(
     workers: int = 1,
     grace_s: float = 600.0,
     options: dict | None = None,
+    stop=None,
 ) -> list:
-    """Start ``workers`` workers of ``kind``; returns their job handles."""
+    """Start ``workers`` workers of ``kind``; returns their job handles.
+
+    ``stop`` is the inline worker's (without it, it answers SIGINT and SIGTERM
+    itself); workers in their own processes answer their signals.
+    """
     if kind not in EXECUTORS:
         raise UserError(f"Unknown executor {kind!r}; choose {', '.join(EXECUTORS)}.")
     check_reuse(storage, spec.name, spec)
     runs = Path(runs).resolve()
     if EXECUTORS[kind].build is None:
-        return [InlineJob(run_worker(storage, spec, runs, grace_s))]
+        return [InlineJob(run_worker(storage, spec, runs, grace_s, stop=stop))]
     folder = runs / "jobs" / "%j"
     # create the study before the workers start
     study = open_study(open_storage(storage, write=True), spec.name, create=True)

@@ -92,7 +92,7 @@ def export_run(
         ``image_size``.
     """
     from .checkpoints import load_run, read_card
-    from .methods import config_from_dict, get_method
+    from .methods import config_from_dict, get_method, trainable_state
     from .models import BaseModelInfo
 
     if fmt not in FORMATS:
@@ -107,15 +107,16 @@ def export_run(
     cfg = config_from_dict(card["method"])
     info = BaseModelInfo(**card["base_model"])
     check_target(run_dir, out, overwrite, sidecar=fmt != "bioimageio")
-    check_exportable(fmt, cfg, info)
+    check_exportable(fmt, card)
     sam, card = load_run(run_dir, tag)
     decoder_state = load_decoder_state(run_dir, tag) if decoder else None
+    # only what training changed: the base model's weights are checked by hash
+    check_finite(trainable_state(sam), decoder_state, run_dir, tag)
     if fmt == "bioimageio":
         from .bioimageio_export import export_package
 
         spec = get_method(cfg.method)
         spec.merge(sam, cfg)
-        check_finite(sam.state_dict(), decoder_state, run_dir, tag)
         with writing(out, "choose another --out"):
             recipe = export_package(
                 sam.state_dict(), decoder_state, card, out, overwrite, **package
@@ -123,14 +124,14 @@ def export_run(
         recipe["how_to_open"] = how_to_open(recipe)
         return recipe
     payload, recipe = checkpoint_payload(fmt, sam, cfg, info, decoder_state)
-    check_finite(sam.state_dict(), decoder_state, run_dir, tag)
     return write_checkpoint(out, payload, recipe)
 
 
 def check_finite(
     state: dict[str, torch.Tensor], decoder_state: dict | None, run_dir: Path, tag: str
 ) -> None:
-    """Refuse to export weights holding NaN or infinite values (a diverged run)."""
+    """Refuse to export trained tensors (the adapter's, the decoder's) holding
+    NaN or infinite values: a diverged run."""
     import torch
 
     for name, tensor in (*state.items(), *(decoder_state or {}).items()):
@@ -141,34 +142,51 @@ def check_finite(
             )
 
 
-def check_exportable(fmt: str, cfg: MethodConfig, info: BaseModelInfo) -> None:
-    """Refuse, in one sentence each, what a format cannot hold."""
-    from .checkpoints import microsam_load_recipe
-    from .methods import get_method
+def format_problem(fmt: str, card: dict[str, Any]) -> str | None:
+    """Why the run of ``card`` cannot be exported as ``fmt`` (one sentence), or None.
 
-    if fmt in ("merged", "bioimageio") and get_method(cfg.method).merge is None:
-        raise UserError(
+    Torch-free, from the card alone: ``export`` refuses with it and the GUI's
+    export dialog greys the format out with it as the tooltip.
+    """
+    from .methods import config_from_dict, get_method
+
+    cfg = config_from_dict(card["method"])
+    spec, base = get_method(cfg.method), card["base_model"]
+    architecture, size = base.get("architecture"), base.get("image_size", 1024)
+    if fmt in ("merged", "bioimageio") and spec.merge is None:
+        return (
             f"{cfg.title} cannot be merged into plain SAM weights (its adapter "
             "is not linear in them); export with --format micro-sam instead."
         )
-    if fmt == "micro-sam" and not microsam_load_recipe(info, cfg):
-        raise UserError(
-            f"micro-sam cannot rebuild a {info.architecture} model with "
+    # what checkpoints.microsam_load_recipe needs to rebuild the model
+    if fmt == "micro-sam" and (
+        architecture not in MICROSAM_ARCHITECTURES or spec.microsam_kwargs is None
+    ):
+        return (
+            f"micro-sam cannot rebuild a {architecture} model with "
             f"{cfg.title}; export with --format merged instead."
         )
     if fmt != "bioimageio":
-        return
-    if info.architecture not in MICROSAM_ARCHITECTURES:
-        raise UserError(
+        return None
+    if architecture not in MICROSAM_ARCHITECTURES:
+        return (
             f"micro-sam's bioimage.io exporter describes only vit_b, vit_l and vit_h "
-            f"models, not this run's {info.name!r} base model; fine-tune one of "
-            "those to share it on bioimage.io."
+            f"models, not this run's {base.get('name')!r} base model; fine-tune one "
+            "of those to share it on bioimage.io."
         )
-    if info.image_size != 1024:
-        raise UserError(
+    if size != 1024:
+        return (
             f"bioimage.io packages of SAM run at a 1024 px input, but this run used "
-            f"{info.image_size} px; export with --format merged for micro-sam instead."
+            f"{size} px; export with --format merged for micro-sam instead."
         )
+    return None
+
+
+def check_exportable(fmt: str, card: dict[str, Any]) -> None:
+    """Refuse, in one sentence each, what a format cannot hold."""
+    problem = format_problem(fmt, card)
+    if problem:
+        raise UserError(problem)
 
 
 def check_target(run_dir: Path, out: Path, overwrite: bool, sidecar: bool) -> None:

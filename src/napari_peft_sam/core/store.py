@@ -180,6 +180,29 @@ def _database(location: str):
     raise AssertionError("unreachable")
 
 
+def database_error(error: BaseException) -> bool:
+    """Whether ``error``, or what caused it, is a database that stopped answering.
+
+    SQLAlchemy raises its own errors; Optuna wraps some of them (a failed
+    commit) in ``StorageInternalError``; a local or SLURM worker's failure
+    comes back as submitit's ``FailedJobError`` holding the worker's traceback.
+    """
+    while error is not None:
+        kind = type(error)
+        if kind.__module__.split(".")[0] == "sqlalchemy" or kind.__name__ == (
+            "StorageInternalError"
+        ):
+            return True
+        if kind.__name__ == "FailedJobError" and any(
+            name in str(error) for name in ("sqlalchemy.exc.", "StorageInternalError")
+        ):
+            return True
+        error = error.__cause__ or (
+            None if error.__suppress_context__ else error.__context__
+        )
+    return False
+
+
 def study_names(storage) -> list[str]:
     import optuna
 

@@ -185,11 +185,11 @@ def train(
     try:
         return (yield from _loop(trainer, stop, log))
     except BaseException as error:
-        reason = (
-            "interrupted"
-            if isinstance(error, (KeyboardInterrupt, GeneratorExit))
-            else f"failed: {error}"
-        )
+        reason = f"failed: {error}"
+        if isinstance(error, (KeyboardInterrupt, GeneratorExit)):
+            # a Ctrl-C after a first signal: the record names the first one
+            first = getattr(stop, "reason", None)
+            reason = f"{first}, then interrupted" if first else "interrupted"
         with contextlib.suppress(Exception):
             _write_card(trainer, reason.splitlines()[0][:300])
         raise

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .events import run_to_end
 from .records import point_key
-from .store import open_storage, open_study, redact
+from .store import database_error, open_storage, open_study, redact
 from .sweep import SweepSpec, claim
 
 # -- reconcile and claim --------------------------------------------------------------
@@ -91,9 +91,13 @@ def _mark_lost(storage, study, trial) -> None:
 
 
 def reconcile(
-    storage, study, spec: SweepSpec, grace_s: float = 600.0
+    storage, study, spec: SweepSpec, grace_s: float = 600.0, stop=None
 ) -> dict[str, int]:
-    """Fail orphaned trials and enqueue every grid point that still needs a run."""
+    """Fail orphaned trials and enqueue every grid point that still needs a run.
+
+    ``stop`` (set by a signal) ends the enqueueing between two points: a large
+    grid takes a while, and the next reconcile queues the rest.
+    """
     from optuna.trial import TrialState as S
 
     for trial in study.get_trials(deepcopy=False, states=(S.RUNNING,)):
@@ -106,6 +110,8 @@ def reconcile(
         if key:
             by_key.setdefault(key, []).append(trial)
     for point in spec.points():
+        if stop is not None and stop.is_set():
+            break
         trials = by_key.get(point_key(point), [])
         states = [t.state for t in trials]
         if S.COMPLETE in states:
@@ -146,7 +152,13 @@ class Heartbeat:
 
         def beat():
             while not self._stop.wait(interval):
-                trial.set_user_attr("heartbeat", time.time())
+                try:
+                    trial.set_user_attr("heartbeat", time.time())
+                except Exception as error:
+                    # the database is away: the lease runs out, and the
+                    # worker learns of it at its next write
+                    if not database_error(error):
+                        raise
 
         self._thread = threading.Thread(target=beat, daemon=True)
 
@@ -277,14 +289,26 @@ def run_worker(
 
     ``stop`` (anything with ``is_set()``) ends the worker after the current
     step; the interrupted point is queued again by the next ``reconcile``.
-    ``on_event(trial_number, event)`` sees the events of every point.
+    Without one, SIGINT and SIGTERM stop it so. ``on_event(trial_number,
+    event)`` sees the events of every point.
     """
+    restore = None
+    if stop is None:
+        stop, restore = _stop_on_signals()
+    try:
+        return _run_points(
+            storage, spec, runs_root, grace_s, runner, max_points, stop, on_event
+        )
+    finally:
+        if restore is not None:
+            restore()
+
+
+def _run_points(storage, spec, runs_root, grace_s, runner, max_points, stop, on_event):
     import optuna
     from optuna.trial import TrialState as S
 
     runner = runner or run_point
-    if stop is None:
-        stop = _stop_on_sigterm()
     backend = open_storage(storage, write=True)
     study = open_study(backend, spec.name, create=True)
     claim(study, spec, redact(storage))
@@ -293,7 +317,9 @@ def run_worker(
     if stop is not None or on_event is not None:
         runner = _observed(runner, stop, on_event)
     while (max_points is None or ran < max_points) and not (stop and stop.is_set()):
-        reconcile(backend, study, spec, grace_s)
+        reconcile(backend, study, spec, grace_s, stop)
+        if stop is not None and stop.is_set():
+            break
         if not any(t.state == S.WAITING for t in study.get_trials(deepcopy=False)):
             return ran
         trial = study.ask()
@@ -311,7 +337,14 @@ def run_worker(
             trial.set_user_attr("lost", True)  # not a failure: resume reruns it
             study.tell(trial, state=S.FAIL)
             return ran
+        except KeyboardInterrupt:  # Ctrl-C after a first signal: at once
+            trial.set_user_attr("error", "stopped at once")
+            trial.set_user_attr("lost", True)
+            study.tell(trial, state=S.FAIL)
+            raise
         except Exception as error:  # a failing point must not stop the sweep
+            if database_error(error):  # ... but a database that went away does
+                raise
             trial.set_user_attr("error", f"{type(error).__name__}: {error}")
             trial.set_user_attr("traceback", traceback.format_exc()[-2000:])
             study.tell(trial, state=S.FAIL)
@@ -321,31 +354,23 @@ def run_worker(
     return ran
 
 
-# the signals that stopped a worker of this process (an inline sweep exits 128 + it)
+# the first signal that stopped a worker of this process (an inline sweep exits
+# 128 + it)
 STOPPED_BY: list[int] = []
 
 
-def _stop_on_sigterm():
-    """A stop flag that SIGTERM sets (SLURM's time limit, ``scancel``): the
-    running point saves its checkpoint and is queued again, not failed."""
-    import signal
-
+def _stop_on_signals():
+    """A stop flag that SIGINT or SIGTERM sets (SLURM's time limit, ``scancel``),
+    and the function that removes its handlers: the running point saves its
+    checkpoint and is queued again, not failed. The first signal decides
+    (``core.signals``); a second Ctrl-C stops at once."""
+    from . import signals
     from .events import StopToken
 
     stop = StopToken()
-    if threading.current_thread() is not threading.main_thread():
-        return stop
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def handle(signum, frame):
-        stop.reason = "SIGTERM"
-        STOPPED_BY.append(signum)
-        stop.stop()
-        if callable(previous):
-            previous(signum, frame)
-
-    signal.signal(signal.SIGTERM, handle)
-    return stop
+    STOPPED_BY.clear()
+    restore = signals.install(stop, on_first=STOPPED_BY.append, chain_sigterm=True)
+    return stop, restore
 
 
 def _observed(runner: PointRunner, stop, on_event) -> PointRunner:
