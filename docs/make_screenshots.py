@@ -6,7 +6,7 @@ It opens napari as ``napari-peft-sam gui`` does in a 1920x1080 window, checks
 the organoid layers, fine-tunes the demo model with LoRA, runs a 2 x 2 sweep
 here, prompts with a point next to the base model and segments an image
 automatically. It saves the whole window at the start (start.png), after the
-run (run_finished.png), with the Jobs list while the sweep runs (jobs.png) and
+run (run_finished.png), with the Jobs list while the sweep runs (job_list.png) and
 with the prompt tester comparing base and tuned model (comparison.png), then
 one PNG per widget and the window at the end (window.png). Runs take a few
 minutes on two CPU cores (``--quick`` shortens training for a smoke test).
@@ -88,8 +88,8 @@ def main(argv=None) -> list[Path]:
     )
     sweep.start()
     job = session.jobs.jobs[-1]  # the Jobs list: the run done, the sweep running
-    wait(lambda: job.step > 0 or not job.running)
-    shot("jobs", "Sweep")
+    wait(lambda: job.line.startswith("trial") or not job.running)
+    shot("job_list", "Sweep")
     wait(lambda: not job.running)
     results = w["Results"]
     results.refresh()

@@ -37,7 +37,10 @@ AREAS = {
 }
 SIDE_BY_SIDE = (("setup", "try"), ("results", "jobs"))
 RAISED = ("Data", "Prompt tester")  # what a new user starts with
-JOBS_WIDTH = 560  # a job's name, progress bar, state and Stop
+# widths the docks get where there is room: the Train tab's form and curves
+# side by side, the prompt tester's rows, a job's name, progress bar and Stop
+WIDTHS = {"setup": 640, "try": 420, "jobs": 560}
+CANVAS_MIN = 560  # what the canvas keeps of a 1920 px window
 
 
 def dock_names(name: str) -> tuple[str, str]:
@@ -119,32 +122,43 @@ def arrange(window, raise_: tuple = ()) -> None:
             window.tabifyDockWidget(first[group], dock)
     for dock in (*first.values(), *front, *raise_):
         dock.raise_()
-    widen_jobs(window)
+    widen(window)
     keeper = window.findChild(_Keeper)
     if keeper is not None:
         keeper.known = {id(d) for d in docks}
 
 
-def widen_jobs(window) -> None:
-    """Give the Jobs dock at least JOBS_WIDTH (what Results can spare): Qt
-    shares a window's new width among the bottom docks, Jobs shrank."""
-    bottom = {
-        _place(d)[1]: d
-        for d in plugin_docks(window)
-        if window.dockWidgetArea(d) == Qt.BottomDockWidgetArea
-    }
-    if {"results", "jobs"} <= bottom.keys() and bottom["jobs"].width() < JOBS_WIDTH:
-        results, jobs = bottom["results"], bottom["jobs"]
+def widen(window) -> None:
+    """Give the groups on the right and the Jobs list their WIDTHS where the
+    canvas (down to CANVAS_MIN) or Results can spare them: Qt gives a
+    window's new width to the canvas and shares it among the bottom docks, so
+    the Train curves and the Jobs list stayed narrow."""
+    front = {}
+    for dock in plugin_docks(window):
+        if not dock.visibleRegion().isEmpty():
+            front.setdefault(_place(dock)[1], dock)
+    if {"setup", "try"} <= front.keys():
+        docks = [front["setup"], front["try"]]
+        spare = window.centralWidget().width() - CANVAS_MIN
+        sizes = []
+        for dock in docks:
+            grow = max(0, min(WIDTHS[_place(dock)[1]] - dock.width(), spare))
+            sizes.append(dock.width() + grow)
+            spare -= grow
+        if sizes != [dock.width() for dock in docks]:
+            window.resizeDocks(docks, sizes, Qt.Horizontal)
+    if {"results", "jobs"} <= front.keys() and front["jobs"].width() < WIDTHS["jobs"]:
+        results, jobs = front["results"], front["jobs"]
         separator = window.style().pixelMetric(QStyle.PM_DockWidgetSeparatorExtent)
         spare = window.width() - results.minimumSizeHint().width() - separator
-        width = max(min(JOBS_WIDTH, spare), jobs.minimumSizeHint().width())
+        width = max(min(WIDTHS["jobs"], spare), jobs.minimumSizeHint().width())
         rest = window.width() - separator - width
         window.resizeDocks([results, jobs], [rest, width], Qt.Horizontal)
 
 
 class _Keeper(QObject):
     """Arranges the docks again when one of the plugin's docks was added,
-    widens Jobs again when the window was resized."""
+    widens the docks again when the window was resized."""
 
     def __init__(self, window) -> None:
         super().__init__(window)
@@ -157,7 +171,7 @@ class _Keeper(QObject):
             self.pending = True
             QTimer.singleShot(0, self.check)
         elif event.type() == QEvent.Resize:
-            QTimer.singleShot(0, lambda: widen_jobs(self.window))
+            QTimer.singleShot(0, lambda: widen(self.window))
         return False
 
     def check(self) -> None:
