@@ -53,6 +53,8 @@ def main(argv=None) -> list[Path]:
         wait_for(lambda: False, 0.5)  # let the docks paint
         written.append(args.out / f"{name}.png")
         viewer.screenshot(str(written[-1]), canvas_only=False)
+        hint = viewer.window._qt_window.minimumSizeHint()
+        print(f"{name}.png: the window's minimum {hint.width()}x{hint.height()}")
 
     docks = {
         name: next(

@@ -125,7 +125,7 @@ def arrange(window, raise_: tuple = ()) -> None:
     widen(window)
     keeper = window.findChild(_Keeper)
     if keeper is not None:
-        keeper.known = {id(d) for d in docks}
+        keeper.known = docks
 
 
 def widen(window) -> None:
@@ -163,22 +163,29 @@ class _Keeper(QObject):
     def __init__(self, window) -> None:
         super().__init__(window)
         self.window = window
-        self.known = {id(d) for d in plugin_docks(window)}
-        self.pending = False
+        self.known = plugin_docks(window)  # the docks (not ids, which recur)
+        # timers of this object: they die with the window, never fire after
+        self.check_soon = self._timer(self.check)
+        self.widen_soon = self._timer(lambda: widen(self.window))
+
+    def _timer(self, slot) -> QTimer:
+        timer = QTimer(self)
+        timer.setSingleShot(True)
+        timer.setInterval(0)
+        timer.timeout.connect(slot)
+        return timer
 
     def eventFilter(self, watched, event) -> bool:
-        if event.type() == QEvent.ChildAdded and not self.pending:
-            self.pending = True
-            QTimer.singleShot(0, self.check)
+        if event.type() == QEvent.ChildAdded:
+            self.check_soon.start()
         elif event.type() == QEvent.Resize:
-            QTimer.singleShot(0, lambda: widen(self.window))
+            self.widen_soon.start()
         return False
 
     def check(self) -> None:
-        self.pending = False
         docks = plugin_docks(self.window)
-        new = [d for d in docks if id(d) not in self.known]
-        self.known = {id(d) for d in docks}
+        new = [d for d in docks if not any(d is known for known in self.known)]
+        self.known = docks
         if new:
             arrange(self.window, raise_=tuple(new))
             fit_screen(self.window)  # napari's stacking may have grown it

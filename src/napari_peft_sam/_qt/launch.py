@@ -58,5 +58,6 @@ def launch(home: str | None = None, sample: str | None = "organoids", run: bool 
         data.source.setCurrentText("napari layers")
         data.stack.setChecked(True)
     if run:
+        viewer.window._qt_window.showMaximized()  # the layout is made for a full screen
         napari.run()
     return viewer, widgets
