@@ -51,6 +51,8 @@ def main(argv=None) -> list[Path]:
         for dock in front:
             docks[dock].raise_()
         wait_for(lambda: False, 0.5)  # let the docks paint
+        viewer.reset_view()  # the whole image in the canvas as it is now
+        wait_for(lambda: False, 0.2)
         written.append(args.out / f"{name}.png")
         viewer.screenshot(str(written[-1]), canvas_only=False)
         hint = viewer.window._qt_window.minimumSizeHint()
@@ -118,7 +120,8 @@ def main(argv=None) -> list[Path]:
     wait(lambda: any(lyr.name.startswith("automatic") for lyr in viewer.layers), 300)
     viewer.layers.selection.active = viewer.layers["prompts"]
 
-    files = {name: name.lower().replace(" ", "_") for name in w}
+    # one PNG per widget (the Jobs list is in job_list.png, the whole window)
+    files = {name: name.lower().replace(" ", "_") for name in w if name != "Jobs"}
     return written + save_shots(
         viewer, w, args.out, files, ["Train", "Prompt tester"], "window"
     )
@@ -150,6 +153,8 @@ def save_shots(viewer, widgets, out: Path, files, front, window: str) -> list[Pa
     for name in front:
         docks[name].raise_()
     wait_for(lambda: False, 0.5)
+    viewer.reset_view()  # the whole image in the canvas as it is now
+    wait_for(lambda: False, 0.2)
     written.append(out / f"{window}.png")
     viewer.screenshot(str(written[-1]), canvas_only=False)
     widgets["Data"].session.close()
