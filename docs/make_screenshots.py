@@ -1,12 +1,15 @@
 """Regenerate the user guide's screenshots from a real session on the sample data.
 
-    xvfb-run -a python docs/make_screenshots.py [--out docs/images] [--quick]
+    xvfb-run -a -s "-screen 0 1920x1080x24" python docs/make_screenshots.py [--out docs/images] [--quick]
 
-It opens napari as ``napari-peft-sam gui`` does, checks the organoid layers,
-fine-tunes the demo model with LoRA, runs a 2 x 2 sweep here, prompts with a
-point next to the base model and segments an image automatically, then saves
-one PNG per widget and one of the whole window. Runs take a few minutes on
-two CPU cores (``--quick`` shortens training for a smoke test).
+It opens napari as ``napari-peft-sam gui`` does in a 1920x1080 window, checks
+the organoid layers, fine-tunes the demo model with LoRA, runs a 2 x 2 sweep
+here, prompts with a point next to the base model and segments an image
+automatically. It saves the whole window at the start (start.png), after the
+run (run_finished.png), with the Jobs list while the sweep runs (job_list.png) and
+with the prompt tester comparing base and tuned model (comparison.png), then
+one PNG per widget and the window at the end (window.png). Runs take a few
+minutes on two CPU cores (``--quick`` shortens training for a smoke test).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+SCREEN = (1920, 1080)
 
 
 def main(argv=None) -> list[Path]:
@@ -31,15 +36,39 @@ def main(argv=None) -> list[Path]:
     from napari_peft_sam._qt.launch import launch, wait_for
 
     viewer, w = launch(sample="organoids", run=False)
-    viewer.window._qt_window.resize(1920, 1080)
+    viewer.window._qt_window.resize(*SCREEN)
     viewer.dims.set_current_step(0, 2)
+    args.out.mkdir(parents=True, exist_ok=True)
 
     def wait(condition, timeout_s=900.0):
         if not wait_for(condition, timeout_s, poll_s=0.02):
             raise TimeoutError("the session did not reach the expected state")
 
+    written = []
+
+    def shot(name: str, *front: str) -> None:
+        """The whole window as ``out/NAME.png``, the ``front`` docks raised."""
+        for dock in front:
+            docks[dock].raise_()
+        wait_for(lambda: False, 0.5)  # let the docks paint
+        viewer.reset_view()  # the whole image in the canvas as it is now
+        wait_for(lambda: False, 0.2)
+        written.append(args.out / f"{name}.png")
+        viewer.screenshot(str(written[-1]), canvas_only=False)
+        hint = viewer.window._qt_window.minimumSizeHint()
+        print(f"{name}.png: the window's minimum {hint.width()}x{hint.height()}")
+
+    docks = {
+        name: next(
+            d
+            for d in viewer.window._wrapped_dock_widgets.values()
+            if d.inner_widget() is w[name]
+        )
+        for name in w
+    }
     session = w["Data"].session
     wait(lambda: session.catalog is not None)
+    shot("start")  # as napari-peft-sam gui opens: Data and the prompt tester
     w["Data"].run_check()
     model = w["Model and method"]
     model.model.setCurrentText("demo")
@@ -53,6 +82,7 @@ def main(argv=None) -> list[Path]:
     train.form.editors["val_interval"].setValue(max(steps // 6, 1))
     train.start()
     wait(lambda: train.last_result is not None)
+    shot("run_finished", "Train")
 
     sweep = w["Sweep"]
     sweep.preset.setCurrentText("custom (from Data and Model)")
@@ -61,7 +91,10 @@ def main(argv=None) -> list[Path]:
         {"rank": [2, 8], "alpha": [1, 4], "iterations": [10 if args.quick else 80]}
     )
     sweep.start()
-    wait(lambda: sweep.job is not None and sweep.job.finished)
+    job = session.jobs.jobs[-1]  # the Jobs list: the run done, the sweep running
+    wait(lambda: job.line.startswith("trial") or not job.running)
+    shot("job_list", "Sweep")
+    wait(lambda: not job.running)
     results = w["Results"]
     results.refresh()
     wait(lambda: len(results.rows) >= 5, 60)
@@ -81,13 +114,17 @@ def main(argv=None) -> list[Path]:
     ys, xs = np.nonzero(labels == ids[np.argmax(counts)])
     viewer.layers["prompts"].add([[np.median(ys), np.median(xs)]])
     wait(lambda: len(prompt.latencies) >= 2, 120)
+    viewer.layers["organoids labels"].visible = False
+    shot("comparison", "Prompt tester")  # tuned filled, base outlined, legend
     prompt.segment_everything()
     wait(lambda: any(lyr.name.startswith("automatic") for lyr in viewer.layers), 300)
-    viewer.layers["organoids labels"].visible = False
     viewer.layers.selection.active = viewer.layers["prompts"]
 
-    files = {name: name.lower().replace(" ", "_") for name in w}
-    return save_shots(viewer, w, args.out, files, ["Train", "Prompt tester"], "window")
+    # one PNG per widget (the Jobs list is in job_list.png, the whole window)
+    files = {name: name.lower().replace(" ", "_") for name in w if name != "Jobs"}
+    return written + save_shots(
+        viewer, w, args.out, files, ["Train", "Prompt tester"], "window"
+    )
 
 
 def save_shots(viewer, widgets, out: Path, files, front, window: str) -> list[Path]:
@@ -116,6 +153,8 @@ def save_shots(viewer, widgets, out: Path, files, front, window: str) -> list[Pa
     for name in front:
         docks[name].raise_()
     wait_for(lambda: False, 0.5)
+    viewer.reset_view()  # the whole image in the canvas as it is now
+    wait_for(lambda: False, 0.2)
     written.append(out / f"{window}.png")
     viewer.screenshot(str(written[-1]), canvas_only=False)
     widgets["Data"].session.close()

@@ -11,6 +11,7 @@ import pytest
 pytestmark = pytest.mark.qt
 SCRIPT = Path(__file__).parents[2] / "docs" / "make_screenshots.py"
 WIDGETS = ("data", "model_and_method", "train", "prompt_tester", "sweep", "results")
+WINDOWS = ("start", "run_finished", "job_list", "comparison", "window")  # 1920x1080
 
 
 def test_screenshot_script_writes_every_widget(tmp_path):
@@ -25,7 +26,10 @@ def test_screenshot_script_writes_every_widget(tmp_path):
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    for name in (*WIDGETS, "window"):
+    for name in WINDOWS:
+        image = QImage(str(tmp_path / "img" / f"{name}.png"))
+        assert (image.width(), image.height()) == (1920, 1080), name
+    for name in (*WIDGETS, *WINDOWS):
         image = QImage(str(tmp_path / "img" / f"{name}.png"))
         assert image.width() > 200 and image.height() > 150, name
         pixels = np.array(

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from qtpy.QtCore import Qt
 
+from napari_peft_sam._qt._layout import dock_names
 from napari_peft_sam.core.catalog import PRIMARY
 
 from .conftest import notifications, wait_until
@@ -23,12 +24,11 @@ def test_window_fits_a_1080p_screen_and_the_menu_docks_no_copy(docked):
     hint = window.minimumSizeHint()
     assert hint.width() <= 1920 and hint.height() <= 1000, (hint.width(), hint.height())
     docks = dict(viewer.window._wrapped_dock_widgets)
-    # what Plugins > PEFT-SAM > Train does: the docked one is raised, no copy
-    _, train = viewer.window.add_plugin_dock_widget("napari-peft-sam", "Train")
-    assert train is widgets["Train"]
+    # what a job asking for a dock does: the docked one is raised, no copy
+    assert widgets["Train"].session.dock("Train") is widgets["Train"]
     assert dict(viewer.window._wrapped_dock_widgets) == docks
     bottom = Qt.BottomDockWidgetArea
-    assert window.dockWidgetArea(docks["Results (napari-peft-sam)"]) == bottom
+    assert window.dockWidgetArea(docks[dock_names("Results")[0]]) == bottom
     assert window.corner(Qt.BottomLeftCorner) == bottom  # Results: full width
 
 
@@ -65,10 +65,10 @@ def test_second_training_is_refused_and_stop_survives_closing_the_dock(docked, q
     assert len(jobs.jobs) == 1 and sweep.run is None
     assert any("is still running" in n for n in notifications())
     # close the Train dock with its title bar's close button
-    dock = viewer.window._wrapped_dock_widgets["Train (napari-peft-sam)"]
+    dock = viewer.window._wrapped_dock_widgets[dock_names("Train")[0]]
     qtbot.mouseClick(dock.title.close_button, Qt.LeftButton)
-    assert "Train (napari-peft-sam)" not in viewer.window._wrapped_dock_widgets
-    _, listing = viewer.window.add_plugin_dock_widget("napari-peft-sam", "Jobs")
+    assert dock_names("Train")[0] not in viewer.window._wrapped_dock_widgets
+    listing = train.session.dock("Jobs")
     job, bar, stop = listing.rows[0]
     assert job.title.startswith("Train ") and job.running
     qtbot.mouseClick(stop, Qt.LeftButton)

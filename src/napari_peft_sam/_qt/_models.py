@@ -12,6 +12,8 @@ from ..core.catalog import PRIMARY
 from ..core.display import number
 from ..core.run_index import list_runs
 
+MODEL_CHARS = 16  # what a model box shows at least
+
 
 def model_request(choice: str, device: str = "auto") -> dict[str, Any]:
     """The service's description of a model: a run folder or a base model name."""
@@ -57,3 +59,8 @@ def fill_models(combo: QComboBox, models: list[str], runs: list[dict]) -> None:
     index = combo.findData(keep)
     combo.setCurrentIndex(index if index >= 0 else max(combo.findText(keep), 0))
     combo.blockSignals(False)
+    # a run's long name must not widen the dock (and the window) past the
+    # screen: the box shows its start, the list opens as wide as the names
+    combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(MODEL_CHARS)
+    combo.view().setMinimumWidth(combo.view().sizeHintForColumn(0) + 24)

@@ -20,11 +20,11 @@ from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QApplication
 
 from ..core import requests
+from ._layout import keep_layout, open_dock
 from ._service import Job, ServiceClient
 from .run_controller import JobManager
 
 HOME_ENV = "NAPARI_PEFT_SAM_HOME"
-PLUGIN = "napari-peft-sam"
 _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -144,7 +144,7 @@ class Session(QObject):
     def dock(self, title: str, show: bool = True):
         """The plugin's widget ``title``, docked now if it is not open yet (it
         then fills in its part of :attr:`choices`); raised when ``show``."""
-        dock, widget = self.viewer.window.add_plugin_dock_widget(PLUGIN, title)
+        dock, widget = open_dock(self.viewer, title)
         if show:
             dock.show()
             dock.raise_()
@@ -175,4 +175,5 @@ def session_for(viewer) -> Session:
     viewer = getattr(viewer, "__wrapped__", viewer)  # plugins get a public-only proxy
     if viewer not in _SESSIONS:
         _SESSIONS[viewer] = Session(viewer)
+        keep_layout(viewer)  # the plugin's docks in their groups, as they open
     return _SESSIONS[viewer]

@@ -7,6 +7,7 @@ stopped here.
 
 from __future__ import annotations
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QHeaderView,
     QLabel,
@@ -28,14 +29,21 @@ class JobsWidget(QWidget):
     def __init__(self, napari_viewer) -> None:
         super().__init__()
         self.session = session_for(napari_viewer)
-        self.table = QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["job", "progress", "state", ""])
+        # the job's name over its state (step, loss, speed, time left) in one
+        # wrapped cell: the list stays readable in the ~450 px that Results
+        # leaves it at the bottom of a 1920 px window
+        self.table = QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["job", "progress", ""])
+        self.table.setWordWrap(True)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeToContents)
-        header.setSectionResizeMode(2, QHeaderView.Stretch)
+        header.setSectionResizeMode(0, QHeaderView.Stretch)
         self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.table.setMinimumHeight(90)
         self.empty = QLabel("No job yet: Train, Retrain and Sweep runs appear here.")
+        self.empty.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.empty)
@@ -48,13 +56,12 @@ class JobsWidget(QWidget):
     def _add(self, job: RunController) -> None:
         row = self.table.rowCount()
         self.table.insertRow(row)
-        self.table.setItem(row, 0, QTableWidgetItem(job.title))
         bar = QProgressBar()
         bar.setFormat("%v / %m")
         stop = QPushButton("Stop")
         stop.clicked.connect(job.stop)
         self.table.setCellWidget(row, 1, bar)
-        self.table.setCellWidget(row, 3, stop)
+        self.table.setCellWidget(row, 2, stop)
         self.rows.append((job, bar, stop))
         job.changed.connect(self._update)
         self.empty.setVisible(False)
@@ -70,5 +77,7 @@ class JobsWidget(QWidget):
             else:
                 bar.setRange(0, 1)
                 bar.setValue(1 if job.state == "finished" else 0)
-            self.table.setItem(row, 2, QTableWidgetItem(job.line))
+            cell = QTableWidgetItem(f"{job.title}\n{job.line}")
+            cell.setToolTip(cell.text())
+            self.table.setItem(row, 0, cell)
             stop.setEnabled(job.running and job.state != "stopping")

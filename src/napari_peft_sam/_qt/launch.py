@@ -5,24 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from ._session import HOME_ENV, PLUGIN
-
-# (display name, widget, tab group, tab title): the widgets of a group are
-# tabbed in this order, the numbers giving the steps' order. Two groups side
-# by side on the right (napari's layer list keeps the left), Results and Jobs
-# the full width at the bottom: the window fits a 1920x1080 screen.
-DOCKS = (
-    ("Data", "data_widget:DataWidget", "setup", "1 Data"),
-    ("Model and method", "model_widget:ModelWidget", "setup", "2 Model"),
-    ("Train", "train_widget:TrainWidget", "setup", "3 Train"),
-    ("Annotate", "annotate_widget:AnnotateWidget", "setup", "5 Annotate"),
-    ("Prompt tester", "prompt_widget:PromptWidget", "try", "4 Try: Prompt tester"),
-    ("Sweep", "sweep_widget:SweepWidget", "try", "6 Sweep"),
-    ("Results", "results_widget:ResultsWidget", "results", "Results"),
-    ("Jobs", "jobs_widget:JobsWidget", "jobs", "Jobs"),
-)
-AREAS = {"setup": "right", "try": "right", "results": "bottom", "jobs": "bottom"}
-RAISED = ("Data", "Prompt tester")  # what a new user starts with
+from ._layout import PLUGIN
+from ._session import HOME_ENV
 
 
 def wait_for(condition, timeout_s: float, poll_s: float = 0.01) -> bool:
@@ -44,37 +28,18 @@ def wait_for(condition, timeout_s: float, poll_s: float = 0.01) -> bool:
 def dock_all(viewer) -> dict:
     """Dock every widget of the plugin; returns them by display name.
 
-    Each dock carries the name napari gives the plugin's own docks, so the
-    Plugins menu raises it instead of docking a second copy. Results and Jobs
-    take the full width at the bottom; Data and the prompt tester are raised.
+    Each dock carries the name the Plugins menu gives the plugin's docks, so
+    its entry shows or hides the dock instead of docking a second copy. The
+    docks are arranged as :mod:`._layout` says (Data and the prompt tester
+    raised) and kept so when one is opened again.
     """
-    from importlib import import_module
+    from ._layout import DOCKS, RAISED, arrange, keep_layout, open_dock
 
-    from napari.plugins import menu_item_template
-    from qtpy.QtCore import Qt
-
-    window = viewer.window._qt_window
-    window.setCorner(Qt.BottomLeftCorner, Qt.BottomDockWidgetArea)
-    window.setCorner(Qt.BottomRightCorner, Qt.BottomDockWidgetArea)
-    widgets, docks, first = {}, {}, {}
-    for name, target, group, title in DOCKS:
-        module, cls = target.split(":")
-        widget = getattr(import_module(f"napari_peft_sam._qt.{module}"), cls)(viewer)
-        dock = viewer.window.add_dock_widget(
-            widget,
-            name=menu_item_template.format(PLUGIN, name),
-            area=AREAS[group],
-            add_vertical_stretch=False,
-        )
-        dock.setWindowTitle(title)
-        if group in first:
-            window.tabifyDockWidget(first[group], dock)
-        elif first and AREAS[group] == "right" and "setup" in first:
-            window.splitDockWidget(first["setup"], dock, Qt.Horizontal)
-        first.setdefault(group, dock)
-        widgets[name], docks[name] = widget, dock
-    for name in RAISED:
-        docks[name].raise_()
+    keep_layout(viewer)
+    docks, widgets = {}, {}
+    for name, *_ in DOCKS:
+        docks[name], widgets[name] = open_dock(viewer, name)
+    arrange(viewer.window._qt_window, raise_=tuple(docks[name] for name in RAISED))
     return widgets
 
 
@@ -93,5 +58,6 @@ def launch(home: str | None = None, sample: str | None = "organoids", run: bool 
         data.source.setCurrentText("napari layers")
         data.stack.setChecked(True)
     if run:
+        viewer.window._qt_window.showMaximized()  # the layout is made for a full screen
         napari.run()
     return viewer, widgets

@@ -85,6 +85,7 @@ class PromptWidget(QWidget):
         self.undo_button = QPushButton("Undo last commit")
         self.undo_button.setEnabled(False)
         self.legend = QLabel(LEGEND)
+        self.legend.setWordWrap(True)  # one line would widen the dock past the screen
         self.legend.setVisible(False)
         self.auto_button = QPushButton("Segment everything")
         self.readout = QLabel(

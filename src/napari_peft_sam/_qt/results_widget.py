@@ -73,6 +73,7 @@ class ResultsWidget(QWidget):
         self.x_param, self.y_param = QComboBox(), QComboBox()
         self.heatmap = Heatmap()
         self.status = QLabel()
+        self.status.setWordWrap(True)  # a long store path must not widen the window
         self.group = QCheckBox("one row per point: mean ± 95 % interval over seeds")
         self.group.setChecked(True)
         self.group.setToolTip(
