@@ -40,7 +40,7 @@ def test_continued_pretraining_writes_weights_and_a_card_with_the_previous_model
         "python -m napari_peft_sam.core.pretrain --steps 2 --iterations 3 --lr 0.0001"
         " --warmup 0 --init demo_sam.pt"
     )
-    assert card["version"] == 4 and card["previous"]["version"] == 3
+    assert card["version"] == P.VERSION and card["previous"]["version"] == P.VERSION - 1
     assert card["previous"]["file_hash"] == start != file_hash(weights)
     for key in ("held_out", "masks"):
         assert set(card[key]) == set(card["previous"][key]) == {"v4", "star_convex"}

@@ -55,7 +55,7 @@ PRETRAIN = TrainConfig(
     checkpoint_interval=500,
 )
 TRAIN_IMAGES = 1200
-VERSION = 4
+VERSION = 5
 LETTERBOX = 0.2  # share of training images padded like a non-square image
 TINT = 0.15  # share of training images shown in colour (one or two channels)
 PIXEL_MEAN = np.array(
