@@ -115,9 +115,18 @@ def test_batched_path_gives_the_same_segmentations(model):
 
 
 def test_bfloat16_metrics_stay_within_the_tolerance():
-    """bf16 inference (where a machine chooses it) moves no metric by 0.02."""
+    """bf16 inference (where a machine chooses it) moves no metric by 0.02.
+
+    Measured on about 450 held-out nuclei (six synthetic_v4 images of the
+    held-out seed): on the nuclei sample's 54 held-out ones a single object
+    changing its match moves single point by about 0.02, the tolerance itself
+    (demo v5 there: +0.028 single point, within 0.016 on the 450).
+    """
+    from napari_peft_sam.core.synthetic import HELD_OUT_SEED
+    from napari_peft_sam.core.synthetic_v4 import v4_dataset
+
     sam, _ = load_base_model("demo")
-    _, held_out = sample_dataset("nuclei").split(0.2, seed=0)
+    held_out = v4_dataset(6, HELD_OUT_SEED)
     fp32 = run_to_end(evaluate(Segmenter(sam), held_out, n_iterations=4)).metrics
     bf16 = Segmenter(sam, autocast=torch.bfloat16)
     low = run_to_end(evaluate(bf16, held_out, n_iterations=4)).metrics
